@@ -1,0 +1,217 @@
+"""SQLAlchemy 2.x models: the archive index (objects, instances, series, studies, patients) and results.
+
+No business rules here. Every enumerated value is an ``Enum`` stored as a string with a CHECK
+constraint, so SQLite and PostgreSQL hold the same schema. Lengths are in millimetres (``_mm``),
+volumes in cubic millimetres (``_mm3``), durations in seconds (``_s``).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware (UTC)."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a stable constraint naming convention (Alembic depends on it)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ObjectStatus(enum.StrEnum):
+    """What became of one listed archive object."""
+
+    INDEXED = "indexed"  # a DICOM image instance, recorded in ``instances``
+    REJECTED = "rejected"  # not usable; ``reason`` says why
+    DUPLICATE = "duplicate"  # another object already holds this SOP Instance UID
+    DELETED = "deleted"  # no longer in the archive
+
+
+class AnalysisStatus(enum.StrEnum):
+    """Life of one analysis: planned, queued (sent to the broker), running, then done or failed."""
+
+    PLANNED = "planned"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+class Patient(Base):
+    """A patient, known only by a keyed hash (HMAC-SHA256) of PatientID; no name is ever stored."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_key: Mapped[str] = mapped_column(String(64), unique=True)
+    sex: Mapped[str | None] = mapped_column(String(1))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+
+class Study(Base):
+    """A DICOM study (StudyInstanceUID)."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    study_date: Mapped[date | None] = mapped_column(Date)
+    patient_age_years: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+    analyses: Mapped[list[Analysis]] = relationship(back_populates="study")
+
+
+class Series(Base):
+    """A DICOM series (SeriesInstanceUID) with the geometry its instances' headers declare."""
+
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(16))
+    series_number: Mapped[int | None] = mapped_column(Integer)
+    frame_of_reference_uid: Mapped[str | None] = mapped_column(String(64))
+    image_type: Mapped[list[str] | None] = mapped_column(JSON)
+    image_orientation: Mapped[list[float] | None] = mapped_column(JSON)
+    slice_thickness_mm: Mapped[float | None] = mapped_column(Float)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    columns: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class ArchiveObject(Base):
+    """Every object listed in a source archive, and what became of it."""
+
+    __tablename__ = "archive_objects"
+    __table_args__ = (UniqueConstraint("source", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024))
+    key: Mapped[str] = mapped_column(String(1024))
+    etag: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)  # bytes
+    last_modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[ObjectStatus] = mapped_column(_enum(ObjectStatus, "object_status"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    instance: Mapped[Instance | None] = relationship(back_populates="archive_object")
+
+
+class Instance(Base):
+    """A DICOM image instance (SOPInstanceUID) and the archive object that holds it."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("archive_objects.id"), unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    image_position: Mapped[list[float] | None] = mapped_column(JSON)
+
+    archive_object: Mapped[ArchiveObject] = relationship(back_populates="instance")
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Analysis(Base):
+    """One run of a pipeline's model version on one study: unique per (study, pipeline, model)."""
+
+    __tablename__ = "analyses"
+    __table_args__ = (
+        UniqueConstraint("study_id", "pipeline", "model"),
+        Index("ix_analyses_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))  # name@version
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    preprocessing: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[AnalysisStatus] = mapped_column(_enum(AnalysisStatus, "analysis_status"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    timings_s: Mapped[dict[str, float] | None] = mapped_column(JSON)
+    inputs: Mapped[list[list[str]] | None] = mapped_column(JSON)  # [[key, etag], ...]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    study: Mapped[Study] = relationship(back_populates="analyses")
+    series: Mapped[Series] = relationship()
+    findings: Mapped[list[Finding]] = relationship(back_populates="analysis", order_by="Finding.ordinal")
+
+
+class Finding(Base):
+    """One detected candidate: centre in patient coordinates (mm), size, score, source slice."""
+
+    __tablename__ = "findings"
+    __table_args__ = (UniqueConstraint("analysis_id", "ordinal"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id"))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float] = mapped_column(Float)
+    center_x_mm: Mapped[float] = mapped_column(Float)
+    center_y_mm: Mapped[float] = mapped_column(Float)
+    center_z_mm: Mapped[float] = mapped_column(Float)
+    diameter_mm: Mapped[float] = mapped_column(Float)
+    extent_mm: Mapped[list[float]] = mapped_column(JSON)  # (z, y, x) extent in mm
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))  # slice through the centre
+
+    analysis: Mapped[Analysis] = relationship(back_populates="findings")

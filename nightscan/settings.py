@@ -1,0 +1,94 @@
+"""The one typed settings object: every URL and knob of nightscan, read from ``NIGHTSCAN_*``.
+
+This is the only module that reads the environment. Defaults are the embedded, no-install set-up
+(``file://`` archive, SQLite database, filesystem broker under ``NIGHTSCAN_DATA_DIR``), so that
+``make demo`` runs on a machine with nothing but Python. Production sets the URLs.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EMBEDDED_BROKER = "filesystem://"
+
+
+class Settings(BaseSettings):
+    """All of nightscan's configuration; environment variables are ``NIGHTSCAN_`` + the field name."""
+
+    model_config = SettingsConfigDict(env_prefix="NIGHTSCAN_", env_file=None, extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path(".nightscan"),
+        description="Local working folder for the embedded defaults (SQLite file, filesystem broker).",
+    )
+    archive_url: str = Field(
+        default="",
+        description="Default archive to scan: s3://bucket/prefix or file:///path. Empty: <data_dir>/archive.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL (postgresql+psycopg://host/db). Empty: SQLite at <data_dir>/nightscan.db.",
+    )
+    broker_url: str = Field(
+        default="",
+        description="Celery broker URL, e.g. redis://host:6379/0. Empty: the embedded filesystem broker.",
+    )
+    broker_visibility_timeout_s: int = Field(
+        default=7200,
+        description="Seconds a Redis message may stay unacked before redelivery; above the task time limit.",
+    )
+    task_time_limit_s: int = Field(default=1800, description="Hard time limit of one study task, seconds.")
+    queue_ingest: str = Field(default="ingest", description="Queue for header indexing.")
+    queue_gpu: str = Field(default="gpu", description="Queue for study analysis (model inference).")
+    queue_cpu: str = Field(default="cpu", description="Queue for per-patient follow-up.")
+    max_attempts: int = Field(default=3, description="Attempts before a study is marked failed for good.")
+
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, moto); None: AWS.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: str | None = Field(default=None, description="S3 access key; None: boto3's chain.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_max_connections: int = Field(default=32, description="boto3 connection pool size (GETs in flight).")
+
+    model_store_url: str = Field(
+        default="",
+        description="Where model weights live (file://, s3://). Empty: the weights shipped in models/weights.",
+    )
+    detector: str = Field(default="nodule-detector@0.1.0", description="Detector model, name@version.")
+    pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")
+    header_bytes: int = Field(default=65536, description="First ranged GET size when reading headers, bytes.")
+    fetch_threads: int = Field(default=16, description="Concurrent GETs when fetching a study's objects.")
+
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("nightscan-demo-key-change-me"),
+        description="Secret key of the keyed hash (HMAC-SHA256) that replaces PatientID. Set in production.",
+    )
+    log_level: str = Field(default="INFO", description="Logging level.")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in ``data_dir``."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'nightscan.db').resolve()}"
+
+    @cached_property
+    def resolved_archive_url(self) -> str:
+        """The archive URL, defaulting to ``<data_dir>/archive``."""
+        return self.archive_url or (self.data_dir / "archive").resolve().as_uri()
+
+    @cached_property
+    def resolved_broker_url(self) -> str:
+        """The broker URL, defaulting to the embedded filesystem broker."""
+        return self.broker_url or EMBEDDED_BROKER
+
+    @property
+    def broker_folder(self) -> Path:
+        """Folder of the embedded filesystem broker's messages."""
+        return (self.data_dir / "broker").resolve()
+
+
+def get_settings() -> Settings:
+    """Build the settings from the environment (a new object each call: no import-time state)."""
+    return Settings()

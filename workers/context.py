@@ -1,0 +1,73 @@
+"""Per-process worker resources, made lazily on first use in the process that uses them.
+
+Nothing here runs in a parent that forks: the database engine, storage clients, the torch device
+and model weights are created inside the pool process, once, and reused by every task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import make_engine, make_sessionmaker
+from nightscan.settings import Settings
+from nightscan.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from models.inference import NoduleDetector
+
+log = logging.getLogger(__name__)
+
+
+class WorkerContext:
+    """Resources of one worker process: database sessions, storages, the device and loaded models."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._storages: dict[str, Storage] = {}
+        self._detectors: dict[str, NoduleDetector] = {}
+
+    @cached_property
+    def factory(self) -> sessionmaker[Session]:
+        """Session factory on this process's own engine."""
+        return make_sessionmaker(make_engine(self.settings.resolved_database_url))
+
+    @cached_property
+    def device(self) -> str:
+        """``cuda`` when this process sees a GPU, else ``cpu`` (torch threads sized to the CPU)."""
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+        return "cpu"
+
+    def storage(self, url: str) -> Storage:
+        """The storage at ``url``, opened once per process."""
+        if url not in self._storages:
+            self._storages[url] = open_storage(url, self.settings)
+        return self._storages[url]
+
+    def detector(self, ref: str) -> NoduleDetector:
+        """The detector ``name@version``, loaded (and its sha256 checked) once per process."""
+        if ref not in self._detectors:
+            from models.registry import load_detector
+
+            self._detectors[ref] = load_detector(ref, device=self.device)
+            log.info("loaded %s on %s", ref, self.device)
+        return self._detectors[ref]
+
+
+_contexts: dict[int, WorkerContext] = {}
+
+
+def get_context(settings: Settings) -> WorkerContext:
+    """This process's context (a forked child gets its own, never its parent's)."""
+    pid = os.getpid()
+    if pid not in _contexts:
+        _contexts[pid] = WorkerContext(settings)
+    return _contexts[pid]

@@ -1,0 +1,110 @@
+"""Merge per-slice 2-D detections into 3-D nodule candidates.
+
+Boxes on adjacent slices that overlap (IoU above a threshold) belong to the same candidate (connected
+components). Coordinates: slice index k along z on the working grid, boxes (x1, y1, x2, y2) in working-grid
+pixels; results are mapped back to the input volume's voxel coordinates (z, y, x).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.ops import box_iou
+
+from models.preprocessing import grid_to_input_vox
+
+
+@dataclass(frozen=True)
+class SliceDetections:
+    """Detections of one working-grid slice: `boxes` (N, 4) as (x1, y1, x2, y2) pixels, `scores` (N,) in 0..1."""
+
+    slice_index: int
+    boxes: torch.Tensor
+    scores: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A 3-D nodule candidate.
+
+    `center_zyx_vox`: centre in the INPUT volume's voxel coordinates (z, y, x); `extent_zyx_mm`: size along
+    each axis in mm; `diameter_mm`: mean in-plane extent in mm; `score`: detector confidence in 0..1 (max over
+    the candidate's slices).
+    """
+
+    center_zyx_vox: tuple[float, float, float]
+    extent_zyx_mm: tuple[float, float, float]
+    diameter_mm: float
+    score: float
+
+
+def merge_slice_detections(
+    detections: list[SliceDetections],
+    *,
+    grid_spacing_zyx_mm: tuple[float, float, float],
+    scale_zyx: tuple[float, float, float],
+    iou_threshold: float = 0.3,
+) -> list[Candidate]:
+    """Link boxes on adjacent slices with IoU > `iou_threshold` into 3-D candidates, best score first.
+
+    Centre = score-weighted mean of the boxes' centres (z = slice index) on the working grid, mapped back to
+    input voxels with `scale_zyx` (grid size / input size); extent = span of slices and largest box side, in mm.
+    """
+    rows: list[tuple[int, np.ndarray, float]] = []  # (slice, box, score)
+    by_slice: dict[int, list[int]] = {}
+    for det in detections:
+        for box, score in zip(det.boxes.cpu().numpy(), det.scores.cpu().numpy(), strict=True):
+            by_slice.setdefault(det.slice_index, []).append(len(rows))
+            rows.append((det.slice_index, box.astype(np.float64), float(score)))
+    if not rows:
+        return []
+
+    parent = list(range(len(rows)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for k, members in by_slice.items():
+        following = by_slice.get(k + 1)
+        if not following:
+            continue
+        boxes_a = torch.as_tensor(np.stack([rows[i][1] for i in members]))
+        boxes_b = torch.as_tensor(np.stack([rows[i][1] for i in following]))
+        iou = box_iou(boxes_a, boxes_b).numpy()
+        for a, b in zip(*np.nonzero(iou > iou_threshold), strict=True):
+            parent[find(members[a])] = find(following[b])
+
+    groups: dict[int, list[int]] = {}
+    for i in range(len(rows)):
+        groups.setdefault(find(i), []).append(i)
+
+    dz, dy, dx = grid_spacing_zyx_mm
+    candidates = []
+    for members in groups.values():
+        ks = np.array([rows[i][0] for i in members], dtype=np.float64)
+        boxes = np.stack([rows[i][1] for i in members])
+        scores = np.array([rows[i][2] for i in members])
+        weights = scores / scores.sum()
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2 - 0.5  # pixel edges -> pixel-centre coordinates
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2 - 0.5
+        center_grid = (float(weights @ ks), float(weights @ cy), float(weights @ cx))
+        extent = (
+            float((ks.max() - ks.min() + 1) * dz),
+            float((boxes[:, 3] - boxes[:, 1]).max() * dy),
+            float((boxes[:, 2] - boxes[:, 0]).max() * dx),
+        )
+        candidates.append(
+            Candidate(
+                center_zyx_vox=grid_to_input_vox(center_grid, scale_zyx),
+                extent_zyx_mm=extent,
+                diameter_mm=(extent[1] + extent[2]) / 2,
+                score=float(scores.max()),
+            )
+        )
+    candidates.sort(key=lambda c: c.score, reverse=True)
+    return candidates

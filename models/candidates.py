@@ -18,7 +18,7 @@ from models.preprocessing import grid_to_input_vox
 
 @dataclass(frozen=True)
 class SliceDetections:
-    """Detections of one working-grid slice: `boxes` (N, 4) as (x1, y1, x2, y2) pixels, `scores` (N,) in 0..1."""
+    """Detections of one working-grid slice: `boxes` (N, 4) as (x1, y1, x2, y2) pixels, `scores` (N,)."""
 
     slice_index: int
     boxes: torch.Tensor
@@ -49,8 +49,9 @@ def merge_slice_detections(
 ) -> list[Candidate]:
     """Link boxes on adjacent slices with IoU > `iou_threshold` into 3-D candidates, best score first.
 
-    Centre = score-weighted mean of the boxes' centres (z = slice index) on the working grid, mapped back to
-    input voxels with `scale_zyx` (grid size / input size); extent = span of slices and largest box side, in mm.
+    Centre = score-weighted mean of the boxes' centres (z = slice index) on the working grid, mapped back
+    to input voxels with `scale_zyx` (grid size / input size); extent = span of slices and largest box
+    side, in mm.
     """
     rows: list[tuple[int, np.ndarray, float]] = []  # (slice, box, score)
     by_slice: dict[int, list[int]] = {}

@@ -29,7 +29,7 @@ def _conv(c_in: int, c_out: int, *, stride: int = 1, dilation: int = 1) -> nn.Se
 
 
 class SliceBackbone(nn.Module):
-    """Seven 3x3 convolutions to one feature map at stride 4; dilations widen the receptive field to ~60 px."""
+    """Seven 3x3 convolutions to one feature map at stride 4; dilations widen the receptive field."""
 
     def __init__(self, *, in_channels: int = 3, width: int = 32) -> None:
         super().__init__()
@@ -103,7 +103,10 @@ def build_detector(
         box_detections_per_img=detections_per_img,
     )
     model.transform = FixedSizeTransform(
-        min_size=image_size, max_size=image_size, image_mean=[0.0, 0.0, 0.0], image_std=[1.0, 1.0, 1.0],
+        min_size=image_size,
+        max_size=image_size,
+        image_mean=[0.0, 0.0, 0.0],
+        image_std=[1.0, 1.0, 1.0],
         size_divisible=4,
     )
     return model

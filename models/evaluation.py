@@ -19,7 +19,7 @@ FROC_FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 @dataclass(frozen=True)
 class ScanScores:
-    """Per scan: best candidate score of each nodule of interest (-inf when missed) and scores of false positives."""
+    """Per scan: best score of each nodule of interest (-inf when missed) and false-positive scores."""
 
     nodule_scores: list[float]
     false_positive_scores: list[float]
@@ -46,7 +46,9 @@ def score_scan(
             false_positives.append(cand.score)
             continue
         best[hit] = np.maximum(best[hit], cand.score)
-    return ScanScores(nodule_scores=[float(s) for s in best[of_interest]], false_positive_scores=false_positives)
+    return ScanScores(
+        nodule_scores=[float(s) for s in best[of_interest]], false_positive_scores=false_positives
+    )
 
 
 def operating_point(scans: Sequence[ScanScores], threshold: float) -> tuple[float, float]:
@@ -59,12 +61,14 @@ def operating_point(scans: Sequence[ScanScores], threshold: float) -> tuple[floa
 
 
 def _thresholds(scans: Sequence[ScanScores]) -> np.ndarray:
-    scores = {s for scan in scans for s in (*scan.nodule_scores, *scan.false_positive_scores) if np.isfinite(s)}
+    scores = {
+        s for scan in scans for s in (*scan.nodule_scores, *scan.false_positive_scores) if np.isfinite(s)
+    }
     return np.array(sorted(scores | {1.0}))
 
 
 def choose_threshold(scans: Sequence[ScanScores], *, max_fp_per_scan: float) -> float:
-    """The lowest score threshold whose false positives per scan stay <= `max_fp_per_scan` (max sensitivity)."""
+    """The lowest threshold whose false positives per scan stay <= `max_fp_per_scan` (max sensitivity)."""
     for threshold in _thresholds(scans):
         if operating_point(scans, float(threshold))[1] <= max_fp_per_scan:
             return float(threshold)

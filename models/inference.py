@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def slice_stack(volume: torch.Tensor, k: int) -> torch.Tensor:
-    """The 2.5-D image of slice k: slices (k-1, k, k+1) of a (z, y, x) volume as 3 channels, edges repeated."""
+    """The 2.5-D image of slice k: slices (k-1, k, k+1) of a (z, y, x) volume as channels, edges repeated."""
     last = volume.shape[0] - 1
     return volume[[max(k - 1, 0), k, min(k + 1, last)]]
 
@@ -42,7 +42,7 @@ def detect_slices(
 
 
 class NoduleDetector:
-    """A loaded, registered detector. `name`, `version`, `sha256` and `preprocessing_version` are provenance."""
+    """A loaded, registered detector; `name`, `version`, `sha256`, `preprocessing_version` are provenance."""
 
     def __init__(self, model: nn.Module, entry: ModelEntry, *, device: str = "cpu") -> None:
         self.model = model.to(device).eval()
@@ -91,6 +91,12 @@ class NoduleDetector:
         )
         threshold = self.score_threshold if score_threshold is None else score_threshold
         kept = [c for c in candidates if c.score >= threshold]
-        logger.debug("%s@%s: %d candidates, %d kept at %.3f", self.name, self.version, len(candidates), len(kept),
-                     threshold)
+        logger.debug(
+            "%s@%s: %d candidates, %d kept at %.3f",
+            self.name,
+            self.version,
+            len(candidates),
+            len(kept),
+            threshold,
+        )
         return kept

@@ -36,7 +36,11 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form, as stored in the registry."""
-        return {"spacing_zyx_mm": list(self.spacing_zyx_mm), "window_hu": list(self.window_hu), "version": self.version}
+        return {
+            "spacing_zyx_mm": list(self.spacing_zyx_mm),
+            "window_hu": list(self.window_hu),
+            "version": self.version,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
@@ -47,10 +51,13 @@ class Preprocessing:
             version=str(data["version"]),
         )
 
-    def grid_shape(self, shape_zyx: tuple[int, ...], spacing_zyx_mm: tuple[float, float, float]) -> tuple[int, int, int]:
+    def grid_shape(
+        self, shape_zyx: tuple[int, ...], spacing_zyx_mm: tuple[float, float, float]
+    ) -> tuple[int, int, int]:
         """Shape (z, y, x) of a volume of `shape_zyx` voxels at `spacing_zyx_mm` once on the working grid."""
         return tuple(  # type: ignore[return-value]
-            max(1, round(n * s / w)) for n, s, w in zip(shape_zyx, spacing_zyx_mm, self.spacing_zyx_mm, strict=True)
+            max(1, round(n * s / w))
+            for n, s, w in zip(shape_zyx, spacing_zyx_mm, self.spacing_zyx_mm, strict=True)
         )
 
     def to_model_grid(
@@ -58,8 +65,8 @@ class Preprocessing:
     ) -> tuple[torch.Tensor, tuple[float, float, float]]:
         """Resample `hu` ((z, y, x), HU, voxel size `spacing_zyx_mm`) to the working grid and window it.
 
-        Returns a float32 tensor (z, y, x) with values in [0, 1], and `scale_zyx` = (grid size / input size) per
-        axis. A working-grid coordinate u maps back to the input voxel coordinate (u + 0.5) / scale - 0.5
+        Returns a float32 tensor (z, y, x) with values in [0, 1], and `scale_zyx` = (grid size / input size)
+        per axis. A working-grid coordinate u maps back to the input voxel coordinate (u + 0.5) / scale - 0.5
         (see `grid_to_input_vox`); trilinear interpolation, align_corners=False.
         """
         if hu.ndim != 3:
@@ -70,20 +77,24 @@ class Preprocessing:
         in_shape = tuple(volume.shape)
         out_shape = self.grid_shape(in_shape, spacing_zyx_mm)
         if out_shape != in_shape:
-            volume = F.interpolate(volume[None, None], size=out_shape, mode="trilinear", align_corners=False)[0, 0]
+            volume = F.interpolate(volume[None, None], size=out_shape, mode="trilinear", align_corners=False)[
+                0, 0
+            ]
         low, high = self.window_hu
         volume = ((volume - low) / (high - low)).clamp_(0.0, 1.0)
         scale = tuple(o / i for o, i in zip(out_shape, in_shape, strict=True))
         return volume.contiguous(), scale  # type: ignore[return-value]
 
 
-def grid_to_input_vox(coord_zyx: tuple[float, float, float], scale_zyx: tuple[float, float, float]) -> tuple[
-        float, float, float]:
+def grid_to_input_vox(
+    coord_zyx: tuple[float, float, float], scale_zyx: tuple[float, float, float]
+) -> tuple[float, float, float]:
     """Map a working-grid voxel coordinate (z, y, x) to the input volume's voxel coordinate."""
     return tuple((c + 0.5) / s - 0.5 for c, s in zip(coord_zyx, scale_zyx, strict=True))  # type: ignore[return-value]
 
 
-def input_to_grid_vox(coord_zyx: tuple[float, float, float], scale_zyx: tuple[float, float, float]) -> tuple[
-        float, float, float]:
+def input_to_grid_vox(
+    coord_zyx: tuple[float, float, float], scale_zyx: tuple[float, float, float]
+) -> tuple[float, float, float]:
     """Map an input voxel coordinate (z, y, x) to the working grid; inverse of `grid_to_input_vox`."""
     return tuple((c + 0.5) * s - 0.5 for c, s in zip(coord_zyx, scale_zyx, strict=True))  # type: ignore[return-value]

@@ -23,18 +23,23 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from models.candidates import merge_slice_detections
 from models.detector import NODULE_CATEGORIES, build_from_architecture
 from models.evaluation import ScanScores, choose_threshold, froc, operating_point, score_scan
 from models.inference import detect_slices, slice_stack
-from models.candidates import merge_slice_detections
 from models.preprocessing import Preprocessing, input_to_grid_vox
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, register
 from synth.phantom import Phantom, make_phantom
 
 logger = logging.getLogger(__name__)
 
-PREPROCESSING = Preprocessing(spacing_zyx_mm=(2.5, 2.5, 2.5), window_hu=(-1000.0, 400.0), version="ct-lung-2.5mm-w1000-400-v1")
-ARCHITECTURE: dict[str, Any] = {"builder": "small_faster_rcnn_2p5d", "kwargs": {"num_classes": 2, "width": 32}}
+PREPROCESSING = Preprocessing(
+    spacing_zyx_mm=(2.5, 2.5, 2.5), window_hu=(-1000.0, 400.0), version="ct-lung-2.5mm-w1000-400-v1"
+)
+ARCHITECTURE: dict[str, Any] = {
+    "builder": "small_faster_rcnn_2p5d",
+    "kwargs": {"num_classes": 2, "width": 32},
+}
 EVAL_SHAPE_ZYX = (48, 128, 128)
 EVAL_SPACING_ZYX_MM = (2.5, 2.5, 2.5)
 MIN_DIAMETER_MM = 6.0
@@ -62,7 +67,9 @@ def training_phantom(rng: np.random.Generator) -> Phantom:
 
 
 def slice_boxes(
-    nodules_grid: list[tuple[tuple[float, float, float], float]], k: int, grid_spacing_zyx_mm: tuple[float, float, float]
+    nodules_grid: list[tuple[tuple[float, float, float], float]],
+    k: int,
+    grid_spacing_zyx_mm: tuple[float, float, float],
 ) -> np.ndarray | None:
     """Boxes (x1, y1, x2, y2) of the nodules ((centre (z, y, x) grid voxels, diameter mm)) cut by slice k.
 
@@ -83,12 +90,16 @@ def slice_boxes(
     return np.array(boxes, dtype=np.float32).reshape(-1, 4)
 
 
-def _grid_nodules(phantom: Phantom, scale: tuple[float, float, float]) -> list[tuple[tuple[float, float, float], float]]:
+def _grid_nodules(
+    phantom: Phantom, scale: tuple[float, float, float]
+) -> list[tuple[tuple[float, float, float], float]]:
     return [(input_to_grid_vox(n.center_zyx_vox, scale), n.diameter_mm) for n in phantom.nodules]
 
 
-def _augment(image: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips (x, y, z), intensity jitter (~±40 HU level, ±5 % contrast) and extra noise (<= ~30 HU sd)."""
+def _augment(
+    image: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips (x, y, z), intensity jitter (~±40 HU, ±5 % contrast), extra noise (<= ~30 HU sd)."""
     _, h, w = image.shape
     u = torch.rand(6, generator=gen)
     if u[0] < 0.5:
@@ -105,7 +116,7 @@ def _augment(image: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> 
 
 
 def _evaluate(model: torch.nn.Module, phantoms: list[Phantom], device: str) -> tuple[list[ScanScores], float]:
-    """Score every phantom with all candidates kept; returns the scores and mean detection seconds per scan."""
+    """Score every phantom with all candidates kept; returns the scores and mean seconds per scan."""
     model.eval()
     scans = []
     seconds = 0.0
@@ -113,8 +124,9 @@ def _evaluate(model: torch.nn.Module, phantoms: list[Phantom], device: str) -> t
         start = time.perf_counter()
         volume, scale = PREPROCESSING.to_model_grid(phantom.hu, phantom.spacing_zyx_mm)
         detections = detect_slices(model, volume, device=device)
-        candidates = merge_slice_detections(detections, grid_spacing_zyx_mm=PREPROCESSING.spacing_zyx_mm,
-                                            scale_zyx=scale)
+        candidates = merge_slice_detections(
+            detections, grid_spacing_zyx_mm=PREPROCESSING.spacing_zyx_mm, scale_zyx=scale
+        )
         seconds += time.perf_counter() - start
         truth = [(n.center_zyx_vox, n.diameter_mm) for n in phantom.nodules]
         scans.append(score_scan(candidates, truth, phantom.spacing_zyx_mm, min_diameter_mm=MIN_DIAMETER_MM))
@@ -122,8 +134,12 @@ def _evaluate(model: torch.nn.Module, phantoms: list[Phantom], device: str) -> t
 
 
 def _eval_phantoms(seed: int, n: int) -> list[Phantom]:
-    return [make_phantom(np.random.default_rng([seed, i]), shape_zyx=EVAL_SHAPE_ZYX,
-                         spacing_zyx_mm=EVAL_SPACING_ZYX_MM) for i in range(n)]
+    return [
+        make_phantom(
+            np.random.default_rng([seed, i]), shape_zyx=EVAL_SHAPE_ZYX, spacing_zyx_mm=EVAL_SPACING_ZYX_MM
+        )
+        for i in range(n)
+    ]
 
 
 def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
@@ -142,7 +158,9 @@ def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> Non
     ax_val.set_xlabel("epoch")
     ax_val.set_ylim(0, 1.05)
     ax_fp = ax_val.twinx()
-    ax_fp.plot(epochs, [h["val_fp_per_scan"] for h in history], color="tab:red", marker="^", label="FP / scan")
+    ax_fp.plot(
+        epochs, [h["val_fp_per_scan"] for h in history], color="tab:red", marker="^", label="FP / scan"
+    )
     ax_fp.set_ylabel("false positives per scan @ 0.5")
     ax_val.legend(loc="lower left")
     ax_fp.legend(loc="lower right")
@@ -171,8 +189,9 @@ def train_detector(
 ) -> dict[str, Any]:
     """Train, choose the score threshold on validation phantoms, measure on test phantoms, save and register.
 
-    Returns the registered metrics. Writes `{name}-{version}.pt` (state_dict) and `{name}-{version}-curves.png`
-    into `out_dir`, and the entry into the registry (`models/registry.json` unless `registry_path`).
+    Returns the registered metrics. Writes `{name}-{version}.pt` (state_dict) and
+    `{name}-{version}-curves.png` into `out_dir`, and the entry into the registry (`models/registry.json`
+    unless `registry_path`).
     """
     started = time.perf_counter()
     if num_threads:
@@ -204,11 +223,18 @@ def train_detector(
     model = build_from_architecture(ARCHITECTURE).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     total_steps = epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=total_steps,
-                                                    pct_start=0.15)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=learning_rate, total_steps=total_steps, pct_start=0.15
+    )
     history: list[dict[str, float]] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, disable=not sys.stderr.isatty()) as progress:
         task = progress.add_task("training", total=total_steps, loss=float("nan"))
         for epoch in range(1, epochs + 1):
@@ -220,10 +246,16 @@ def train_detector(
                 batch += [negatives[i] for i in rng.integers(len(negatives), size=batch_size - n_pos)]
                 images, targets = [], []
                 for s in batch:
-                    image, boxes = _augment(slice_stack(volumes[s.volume], s.k), torch.from_numpy(s.boxes), gen)
+                    image, boxes = _augment(
+                        slice_stack(volumes[s.volume], s.k), torch.from_numpy(s.boxes), gen
+                    )
                     images.append(image.to(device))
-                    targets.append({"boxes": boxes.to(device),
-                                    "labels": torch.ones(len(boxes), dtype=torch.int64, device=device)})
+                    targets.append(
+                        {
+                            "boxes": boxes.to(device),
+                            "labels": torch.ones(len(boxes), dtype=torch.int64, device=device),
+                        }
+                    )
                 loss_parts = model(images, targets)
                 loss = sum(loss_parts.values())
                 optimizer.zero_grad(set_to_none=True)
@@ -234,26 +266,47 @@ def train_detector(
                 progress.update(task, advance=1, loss=float(np.mean(losses[-20:])))
             scans, _ = _evaluate(model, val_phantoms, device)
             sensitivity, fp_per_scan = operating_point(scans, 0.5)
-            record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_sensitivity": sensitivity,
-                      "val_fp_per_scan": fp_per_scan, "val_cpm": froc(scans)["cpm"]}
+            record = {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "val_sensitivity": sensitivity,
+                "val_fp_per_scan": fp_per_scan,
+                "val_cpm": froc(scans)["cpm"],
+            }
             history.append(record)
-            logger.info("epoch %d/%d loss %.4f val sensitivity %.3f FP/scan %.2f (at 0.5) CPM %.3f", epoch, epochs,
-                        record["loss"], sensitivity, fp_per_scan, record["val_cpm"])
+            logger.info(
+                "epoch %d/%d loss %.4f val sensitivity %.3f FP/scan %.2f (at 0.5) CPM %.3f",
+                epoch,
+                epochs,
+                record["loss"],
+                sensitivity,
+                fp_per_scan,
+                record["val_cpm"],
+            )
 
     val_scans, _ = _evaluate(model, val_phantoms, device)
     threshold = choose_threshold(val_scans, max_fp_per_scan=MAX_FP_PER_SCAN_FOR_THRESHOLD)
-    logger.info("threshold %.3f chosen on validation (<= %.1f FP/scan)", threshold, MAX_FP_PER_SCAN_FOR_THRESHOLD)
+    val_sensitivity, val_fp_per_scan = operating_point(val_scans, threshold)
+    logger.info(
+        "threshold %.3f chosen on validation (<= %.1f FP/scan)", threshold, MAX_FP_PER_SCAN_FOR_THRESHOLD
+    )
 
     test_phantoms = _eval_phantoms(seed + _TEST_SEED_OFFSET, n_test_volumes)
     test_scans, seconds_per_scan = _evaluate(model, test_phantoms, device)
     sensitivity, fp_per_scan = operating_point(test_scans, threshold)
-    large = [ScanScores([s for s, n in zip(scan.nodule_scores, nods, strict=True) if n >= 8.0],
-                        scan.false_positive_scores)
-             for scan, nods in zip(test_scans, ([n.diameter_mm for n in p.nodules if n.diameter_mm >= MIN_DIAMETER_MM]
-                                                for p in test_phantoms), strict=True)]
+    large = [
+        ScanScores(
+            [s for s, n in zip(scan.nodule_scores, nods, strict=True) if n >= 8.0], scan.false_positive_scores
+        )
+        for scan, nods in zip(
+            test_scans,
+            ([n.diameter_mm for n in p.nodules if n.diameter_mm >= MIN_DIAMETER_MM] for p in test_phantoms),
+            strict=True,
+        )
+    ]
     metrics: dict[str, Any] = {
-        "dataset": f"{n_test_volumes} held-out synthetic phantoms {EVAL_SHAPE_ZYX} at {EVAL_SPACING_ZYX_MM} mm "
-                   f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i])",
+        "dataset": f"{n_test_volumes} held-out synthetic phantoms {EVAL_SHAPE_ZYX} at "
+        f"{EVAL_SPACING_ZYX_MM} mm (synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i])",
         "n_test_nodules_ge_6mm": sum(len(s.nodule_scores) for s in test_scans),
         "score_threshold": threshold,
         "sensitivity_ge_6mm": sensitivity,
@@ -262,13 +315,22 @@ def train_detector(
         "froc_ge_6mm": froc(test_scans),
         "hit_rule": "candidate centre within diameter/2 of a true nodule centre (LUNA16)",
         "detect_seconds_per_scan_cpu": round(seconds_per_scan, 3),
-        "validation": {"n_scans": n_val_volumes, "threshold_rule": f"lowest with <= "
-                       f"{MAX_FP_PER_SCAN_FOR_THRESHOLD} FP/scan", "sensitivity_ge_6mm":
-                       operating_point(val_scans, threshold)[0], "fp_per_scan": operating_point(val_scans, threshold)[1]},
+        "validation": {
+            "n_scans": n_val_volumes,
+            "threshold_rule": f"lowest with <= {MAX_FP_PER_SCAN_FOR_THRESHOLD} FP/scan",
+            "sensitivity_ge_6mm": val_sensitivity,
+            "fp_per_scan": val_fp_per_scan,
+        },
         "training_seconds": round(time.perf_counter() - started, 1),
     }
-    logger.info("test: sensitivity %.3f (>= 6 mm), %.3f (>= 8 mm), %.2f FP/scan at %.3f; %.2f s/scan",
-                sensitivity, metrics["sensitivity_ge_8mm"], fp_per_scan, threshold, seconds_per_scan)
+    logger.info(
+        "test: sensitivity %.3f (>= 6 mm), %.3f (>= 8 mm), %.2f FP/scan at %.3f; %.2f s/scan",
+        sensitivity,
+        metrics["sensitivity_ge_8mm"],
+        fp_per_scan,
+        threshold,
+        seconds_per_scan,
+    )
 
     weights_file = out_dir / f"{name}-{version}.pt"
     model.to("cpu")
@@ -287,9 +349,10 @@ def train_detector(
         metrics=metrics,
         provisional=True,
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        training_command="python -m models.train " + shlex.join(sys.argv[1:]) if sys.argv[0].endswith("train.py")
+        training_command="python -m models.train " + shlex.join(sys.argv[1:])
+        if sys.argv[0].endswith("train.py")
         else f"models.train.train_detector(seed={seed}, n_train_volumes={n_train_volumes}, epochs={epochs}, "
-             f"steps_per_epoch={steps_per_epoch})",
+        f"steps_per_epoch={steps_per_epoch})",
     )
     register(entry, registry_path)
     return metrics
@@ -297,7 +360,9 @@ def train_detector(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: `python -m models.train --out models/weights`."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("weights"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train-volumes", type=int, default=80)
@@ -313,10 +378,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", default="0.1.0")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    train_detector(args.out, seed=args.seed, n_train_volumes=args.n_train_volumes, n_val_volumes=args.n_val_volumes,
-                   n_test_volumes=args.n_test_volumes, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                   batch_size=args.batch_size, learning_rate=args.lr, device=args.device, version=args.version,
-                   registry_path=args.registry, num_threads=args.threads)
+    train_detector(
+        args.out,
+        seed=args.seed,
+        n_train_volumes=args.n_train_volumes,
+        n_val_volumes=args.n_val_volumes,
+        n_test_volumes=args.n_test_volumes,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        device=args.device,
+        version=args.version,
+        registry_path=args.registry,
+        num_threads=args.threads,
+    )
 
 
 if __name__ == "__main__":

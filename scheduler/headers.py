@@ -105,9 +105,7 @@ def read_header(obj: ObjectInfo, data: bytes) -> Header:
         slice_thickness_mm=_float(ds.get("SliceThickness")),
         rows=_int(ds.get("Rows")),
         columns=_int(ds.get("Columns")),
-        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID)
-        if "TransferSyntaxUID" in ds.file_meta
-        else None,
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in ds.file_meta else None,
     )
 
 

@@ -34,16 +34,21 @@ def record_object(
     session: Session, source: str, obj: ObjectInfo, header: Header | None, reason: str | None, secret: str
 ) -> ObjectStatus:
     """Upsert ``obj`` and, for an image, its instance and the series, study and patient above it."""
-    row = session.scalar(
-        select(ArchiveObject).where(ArchiveObject.source == source, ArchiveObject.key == obj.key)
-    )
+    with session.no_autoflush:  # the row is complete before anything is flushed
+        status = _record(session, source, obj, header, reason, secret)
+    session.flush()
+    return status
+
+
+def _record(
+    session: Session, source: str, obj: ObjectInfo, header: Header | None, reason: str | None, secret: str
+) -> ObjectStatus:
+    row = session.scalar(select(ArchiveObject).where(ArchiveObject.source == source, ArchiveObject.key == obj.key))
     if row is None:
         row = ArchiveObject(source=source, key=obj.key)
         session.add(row)
     row.etag, row.size, row.last_modified, row.indexed_at = obj.etag, obj.size, obj.last_modified, utcnow()
-    if row.instance is not None and (
-        header is None or row.instance.sop_instance_uid != header.sop_instance_uid
-    ):
+    if row.instance is not None and (header is None or row.instance.sop_instance_uid != header.sop_instance_uid):
         session.delete(row.instance)  # the object changed: its old instance goes
         session.flush()
     if header is None:
@@ -65,7 +70,6 @@ def record_object(
     instance.instance_number = header.instance_number
     instance.image_position = list(header.image_position) if header.image_position else None
     session.add(instance)
-    session.flush()
     return row.status
 
 
@@ -115,9 +119,7 @@ def _patient(session: Session, header: Header, secret: str) -> Patient:
     key = patient_key(header.patient_id, secret)
     patient = session.scalar(select(Patient).where(Patient.patient_key == key))
     if patient is None:
-        patient = Patient(
-            patient_key=key, sex=header.patient_sex if header.patient_sex in ("M", "F") else None
-        )
+        patient = Patient(patient_key=key, sex=header.patient_sex if header.patient_sex in ("M", "F") else None)
         session.add(patient)
         session.flush()
     return patient

@@ -73,9 +73,7 @@ def scan(
     return report
 
 
-def _read(
-    storage: Storage, obj: ObjectInfo, header_bytes: int
-) -> tuple[ObjectInfo, Header | None, str | None]:
+def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> tuple[ObjectInfo, Header | None, str | None]:
     """Header of one object, or the reason it is rejected; (obj, None, None) on a transient error."""
     try:
         data = fetch_header_bytes(storage, obj, header_bytes)

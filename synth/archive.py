@@ -21,7 +21,10 @@ from synth.phantom import NoduleKind, make_phantom
 logger = logging.getLogger(__name__)
 
 _FAMILY_NAMES = ("DOE", "ROE", "MORGAN", "SILVA", "NOVAK", "BERG", "KIM", "MARTIN", "ROSSI", "FISCHER")
-_GIVEN_NAMES = {"F": ("JANE", "ANNA", "MARIA", "LENA", "SARA"), "M": ("JOHN", "PETER", "LUCAS", "OMAR", "TOM")}
+_GIVEN_NAMES = {
+    "F": ("JANE", "ANNA", "MARIA", "LENA", "SARA"),
+    "M": ("JOHN", "PETER", "LUCAS", "OMAR", "TOM"),
+}
 _FIRST_STUDY_DATE = dt.date(2019, 1, 7)
 
 
@@ -42,7 +45,7 @@ class NoduleRecord:
 
 @dataclass(frozen=True)
 class StudyTruth:
-    """Ground truth of one study (one CT series). `origin_xyz_mm` is the patient position of voxel (0, 0, 0)."""
+    """Ground truth of one study (one CT series); `origin_xyz_mm`: patient position of voxel (0, 0, 0)."""
 
     patient_id: str
     study_uid: str
@@ -122,6 +125,11 @@ def _uid(*parts: object) -> str:
     return generate_uid(entropy_srcs=[str(p) for p in parts])
 
 
+def _study_time(rng: np.random.Generator) -> str:
+    hour, minute, second = int(rng.integers(7, 19)), int(rng.integers(0, 60)), int(rng.integers(0, 60))
+    return f"{hour:02d}{minute:02d}{second:02d}"
+
+
 def generate_archive(
     put: Callable[[str, bytes], object],
     *,
@@ -131,9 +139,10 @@ def generate_archive(
     shape_zyx: tuple[int, int, int] = (48, 128, 128),
     spacing_zyx_mm: tuple[float, float, float] = (2.5, 2.5, 2.5),
 ) -> GroundTruth:
-    """Write `n_patients` fake patients with `studies_per_patient` chest CT studies each through `put(key, data)`.
+    """Write `n_patients` fake patients with `studies_per_patient` chest CTs each through `put(key, data)`.
 
-    Follow-up studies of a patient are 3..7 months apart and show the same anatomy and nodules with fresh noise.
+    Follow-up studies of a patient are 3..7 months apart and show the same anatomy and nodules with fresh
+    noise.
     Patients with an even index number their instances head first (InstanceNumber descending with z).
     Deterministic for a seed (UIDs included).
     """
@@ -149,8 +158,8 @@ def generate_archive(
         name = f"{_FAMILY_NAMES[rng.integers(len(_FAMILY_NAMES))]}^{_GIVEN_NAMES[sex][rng.integers(5)]}"
         birth = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 35 * 365)))
         study_date = _FIRST_STUDY_DATE + dt.timedelta(days=int(rng.integers(0, 3 * 365)))
-        nz, ny, nx = shape_zyx
-        dz, dy, dx = spacing_zyx_mm
+        _, ny, nx = shape_zyx
+        _, dy, dx = spacing_zyx_mm
         origin = (-nx * dx / 2, -ny * dy / 2, -float(np.round(rng.uniform(250, 350), 1)))
         for s in range(studies_per_patient):
             if s > 0:
@@ -170,7 +179,7 @@ def generate_archive(
                 series_uid=_uid(seed, patient_id, s, "series"),
                 frame_of_reference_uid=_uid(seed, patient_id, s, "frame"),
                 study_date=study_date.strftime("%Y%m%d"),
-                study_time=f"{int(rng.integers(7, 19)):02d}{int(rng.integers(0, 60)):02d}{int(rng.integers(0, 60)):02d}",
+                study_time=_study_time(rng),
                 accession_number=f"A{seed % 10000:04d}{p + 1:05d}{s:02d}",
             )
             prefix = f"{patient_id}/{header.study_uid}/{header.series_uid}"
@@ -186,8 +195,9 @@ def generate_archive(
             nodules = [
                 NoduleRecord(
                     nodule_id=f"{patient_id}-N{n + 1}",
-                    center_xyz_mm=tuple(round(c, 3) for c in voxel_to_patient_mm(nod.center_zyx_vox, spacing_zyx_mm,
-                                                                                   origin)),  # type: ignore[misc]
+                    center_xyz_mm=tuple(
+                        round(c, 3) for c in voxel_to_patient_mm(nod.center_zyx_vox, spacing_zyx_mm, origin)
+                    ),  # type: ignore[misc]
                     center_zyx_vox=nod.center_zyx_vox,
                     diameter_mm=nod.diameter_mm,
                     kind=NoduleKind(nod.kind).value,
@@ -207,6 +217,12 @@ def generate_archive(
                     nodules=nodules,
                 )
             )
-            logger.info("wrote study %d/%d of patient %d/%d (%d nodules)", s + 1, studies_per_patient, p + 1,
-                        n_patients, len(nodules))
+            logger.info(
+                "wrote study %d/%d of patient %d/%d (%d nodules)",
+                s + 1,
+                studies_per_patient,
+                p + 1,
+                n_patients,
+                len(nodules),
+            )
     return GroundTruth(seed=seed, studies=studies)

@@ -163,8 +163,14 @@ def series_files(
     uid_entropy: str | None = None,
     descending_instance_numbers: bool = False,
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield (InstanceNumber, Part 10 bytes) for every slice of `hu` ((z, y, x), HU); see `series_datasets`."""
-    datasets = series_datasets(hu, spacing_zyx_mm, header, origin_xyz_mm=origin_xyz_mm, uid_entropy=uid_entropy,
-                               descending_instance_numbers=descending_instance_numbers)
+    """Yield (InstanceNumber, Part 10 bytes) for every slice of `hu` ((z, y, x), HU); see series_datasets."""
+    datasets = series_datasets(
+        hu,
+        spacing_zyx_mm,
+        header,
+        origin_xyz_mm=origin_xyz_mm,
+        uid_entropy=uid_entropy,
+        descending_instance_numbers=descending_instance_numbers,
+    )
     for ds in datasets:
         yield int(ds.InstanceNumber), dataset_to_bytes(ds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from scipy import ndimage
@@ -29,7 +29,7 @@ MAX_NODULE_DIAMETER_MM = 25.0
 MAX_NODULES = 4
 
 
-class NoduleKind(str, Enum):
+class NoduleKind(StrEnum):
     """Radiological type of a nodule; only solid nodules are generated for now."""
 
     SOLID = "solid"
@@ -152,15 +152,26 @@ def make_phantom(
 
     # Vessels: tapering tubes from each hilum out into the lung.
     coords = (z, y, x)
-    for lx, ly, ax_l, ay_l in lung_frames:
-        hilum = np.array([lung_cz + rng.uniform(-10, 10), ly + rng.uniform(-5, 5), lx - np.sign(lx - cx) * ax_l * 0.7])
+    for lx, ly, ax_l, _ay_l in lung_frames:
+        hilum = np.array(
+            [lung_cz + rng.uniform(-10, 10), ly + rng.uniform(-5, 5), lx - np.sign(lx - cx) * ax_l * 0.7]
+        )
         for _ in range(int(rng.integers(4, 8))):
             direction = rng.normal(size=3)
             direction[2] = abs(direction[2]) * np.sign(lx - cx)  # point laterally
             direction /= np.linalg.norm(direction)
             length = rng.uniform(50, 110)
-            _add_tube(hu, coords, spacing_zyx_mm, hilum, hilum + direction * length,
-                      r0=rng.uniform(2.0, 3.0), r1=rng.uniform(0.8, 1.2), value_hu=VESSEL_HU, mask=lung_mask)
+            _add_tube(
+                hu,
+                coords,
+                spacing_zyx_mm,
+                hilum,
+                hilum + direction * length,
+                r0=rng.uniform(2.0, 3.0),
+                r1=rng.uniform(0.8, 1.2),
+                value_hu=VESSEL_HU,
+                mask=lung_mask,
+            )
 
     # Nodules, fully inside the lungs and apart from each other.
     count = int(rng.integers(0, MAX_NODULES + 1)) if n_nodules is None else n_nodules
@@ -191,7 +202,7 @@ def _add_tube(
     value_hu: float,
     mask: np.ndarray,
 ) -> None:
-    """Paint, in place, a tube from `start_mm` to `end_mm` ((z, y, x) in mm) whose radius tapers r0 -> r1 mm."""
+    """Paint in place a tube from `start_mm` to `end_mm` ((z, y, x), mm), radius tapering r0 -> r1 mm."""
     spacing = np.array(spacing_zyx_mm)
     lo = np.floor((np.minimum(start_mm, end_mm) - r0 - 2) / spacing).astype(int)
     hi = np.ceil((np.maximum(start_mm, end_mm) + r0 + 2) / spacing).astype(int) + 1
@@ -207,8 +218,11 @@ def _add_tube(
     seg_len2 = float(seg @ seg)
     t = ((zz - start_mm[0]) * seg[0] + (yy - start_mm[1]) * seg[1] + (xx - start_mm[2]) * seg[2]) / seg_len2
     t = np.clip(t, 0.0, 1.0)
-    dist = np.sqrt((zz - start_mm[0] - t * seg[0]) ** 2 + (yy - start_mm[1] - t * seg[1]) ** 2
-                   + (xx - start_mm[2] - t * seg[2]) ** 2)
+    dist = np.sqrt(
+        (zz - start_mm[0] - t * seg[0]) ** 2
+        + (yy - start_mm[1] - t * seg[1]) ** 2
+        + (xx - start_mm[2] - t * seg[2]) ** 2
+    )
     radius = r0 + (r1 - r0) * t
     weight = _soft_inside(radius - dist, 0.5) * mask[box]
     hu[box] += weight * (value_hu - hu[box])
@@ -229,19 +243,26 @@ def _place_nodules(
     for _ in range(count):
         for _attempt in range(50):
             # Log-uniform diameters: small nodules are the common case.
-            diameter = float(np.exp(rng.uniform(np.log(MIN_NODULE_DIAMETER_MM), np.log(MAX_NODULE_DIAMETER_MM))))
+            diameter = float(
+                np.exp(rng.uniform(np.log(MIN_NODULE_DIAMETER_MM), np.log(MAX_NODULE_DIAMETER_MM)))
+            )
             candidates = np.argwhere(depth >= diameter / 2 + 2.0)
             if len(candidates) == 0:
                 continue
             center_vox = candidates[rng.integers(len(candidates))] + rng.uniform(-0.5, 0.5, size=3)
             center_mm = center_vox * spacing
             apart = all(
-                np.linalg.norm(center_mm - np.array(n.center_zyx_vox) * spacing) > (diameter + n.diameter_mm) / 2 + 5
+                np.linalg.norm(center_mm - np.array(n.center_zyx_vox) * spacing)
+                > (diameter + n.diameter_mm) / 2 + 5
                 for n in nodules
             )
             if apart:
-                nodules.append(NoduleTruth(center_zyx_vox=tuple(float(c) for c in center_vox),  # type: ignore[arg-type]
-                                           diameter_mm=round(diameter, 2)))
+                nodules.append(
+                    NoduleTruth(
+                        center_zyx_vox=tuple(float(c) for c in center_vox),  # type: ignore[arg-type]
+                        diameter_mm=round(diameter, 2),
+                    )
+                )
                 break
         else:
             logger.debug("could not place nodule %d of %d", len(nodules) + 1, count)

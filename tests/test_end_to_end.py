@@ -85,8 +85,8 @@ def test_a_second_write_of_the_same_analysis_changes_nothing(sqlite_url: str, tm
     with factory() as session:
         assert session.scalar(select(func.count()).select_from(Finding)) == 1
         assert session.get(Analysis, analysis_id).status == AnalysisStatus.DONE
-        with session.begin():
-            assert claim_analysis(session, analysis_id, max_attempts=3) is None
+    with transaction(factory) as session:
+        assert claim_analysis(session, analysis_id, max_attempts=3) is None
 
 
 def test_demo_on_the_embedded_default(tmp_path: Path) -> None:

@@ -144,6 +144,7 @@ class ArchiveObject(Base):
     status: Mapped[ObjectStatus] = mapped_column(_enum(ObjectStatus, "object_status"))
     reason: Mapped[str | None] = mapped_column(Text)
     indexed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     instance: Mapped[Instance | None] = relationship(back_populates="archive_object")
 

@@ -96,7 +96,5 @@ def record_failure(session: Session, analysis_id: int, error: str, *, final: boo
     if final:
         values.update(status=AnalysisStatus.FAILED, finished_at=utcnow())
     session.execute(
-        update(Analysis)
-        .where(Analysis.id == analysis_id, Analysis.status != AnalysisStatus.DONE)
-        .values(**values)
+        update(Analysis).where(Analysis.id == analysis_id, Analysis.status != AnalysisStatus.DONE).values(**values)
     )

@@ -8,8 +8,9 @@ is stored.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.models import ArchiveObject, Instance, ObjectStatus, Patient, Series, Study, utcnow
@@ -20,14 +21,25 @@ from scheduler.headers import Header
 log = logging.getLogger(__name__)
 
 
-def known_objects(session: Session, source: str) -> dict[str, tuple[str, int, ObjectStatus]]:
-    """Key -> (ETag, size, status) of every object already recorded for ``source``."""
+def known_objects(session: Session, source: str, keys: list[str]) -> dict[str, tuple[str, int]]:
+    """Key -> (ETag, size) of those of ``keys`` already recorded (and not deleted) for ``source``."""
     rows = session.execute(
-        select(ArchiveObject.key, ArchiveObject.etag, ArchiveObject.size, ArchiveObject.status).where(
-            ArchiveObject.source == source
+        select(ArchiveObject.key, ArchiveObject.etag, ArchiveObject.size).where(
+            ArchiveObject.source == source,
+            ArchiveObject.key.in_(keys),
+            ArchiveObject.status != ObjectStatus.DELETED,
         )
     )
-    return {key: (etag, size, status) for key, etag, size, status in rows}
+    return {key: (etag, size) for key, etag, size in rows}
+
+
+def mark_seen(session: Session, source: str, keys: list[str], when: datetime) -> None:
+    """Record that ``keys`` were listed at ``when``."""
+    session.execute(
+        update(ArchiveObject)
+        .where(ArchiveObject.source == source, ArchiveObject.key.in_(keys))
+        .values(last_seen_at=when)
+    )
 
 
 def record_object(
@@ -73,11 +85,19 @@ def _record(
     return row.status
 
 
-def mark_deleted(session: Session, source: str, keys: set[str]) -> int:
-    """Mark objects no longer listed as deleted; their instances leave the index. Returns the count."""
+def mark_deleted(session: Session, source: str, listing_started: datetime) -> int:
+    """Mark objects not listed since ``listing_started`` as deleted; their instances leave the index.
+
+    Call only after a listing that completed: an interrupted one would see everything as gone.
+    Returns how many objects were marked.
+    """
     count = 0
     for row in session.scalars(
-        select(ArchiveObject).where(ArchiveObject.source == source, ArchiveObject.key.in_(keys))
+        select(ArchiveObject).where(
+            ArchiveObject.source == source,
+            ArchiveObject.last_seen_at < listing_started,
+            ArchiveObject.status != ObjectStatus.DELETED,
+        )
     ):
         if row.instance is not None:
             session.delete(row.instance)

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import transaction
-from db.models import ObjectStatus
+from db.models import utcnow
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, StorageError, open_storage
 from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, read_header
-from scheduler.indexing import known_objects, mark_deleted, record_object
+from scheduler.indexing import known_objects, mark_deleted, mark_seen, record_object
 from scheduler.planning import enqueue_planned, plan_analyses
 
 log = logging.getLogger(__name__)
@@ -49,22 +49,23 @@ def scan(
     """Scan ``source_url``; ``send(analysis_id)`` enqueues one study (None: plan but do not enqueue)."""
     storage = open_storage(source_url, settings)
     report = ScanReport()
-    with factory() as session:
-        known = known_objects(session, source_url)
-    seen: set[str] = set()
+    listing_started = utcnow()
     with ThreadPoolExecutor(max_workers=settings.fetch_threads) as pool:
         for page in storage.list():
-            report.listed += len(page)
-            seen.update(obj.key for obj in page)
-            todo = [o for o in page if known.get(o.key, ("", -1, None))[:2] != (o.etag, o.size)]
-            report.unchanged += len(page) - len(todo)
+            keys = [obj.key for obj in page]
+            with factory() as session:
+                known = known_objects(session, source_url, keys)
+            todo = [o for o in page if known.get(o.key) != (o.etag, o.size)]
             results = list(pool.map(lambda o: _read(storage, o, settings.header_bytes), todo))
             _record(results, source_url, settings, factory, report)
+            with transaction(factory) as session:
+                mark_seen(session, source_url, keys, listing_started)
+            report.listed += len(page)
+            report.unchanged += len(page) - len(todo)
             if on_page:
                 on_page(len(page))
-    gone = {k for k, (_, _, status) in known.items() if status != ObjectStatus.DELETED} - seen
     with transaction(factory) as session:
-        report.deleted = mark_deleted(session, source_url, gone) if gone else 0
+        report.deleted = mark_deleted(session, source_url, listing_started)
         report.planned = len(plan_analyses(session, settings.pipeline, settings.detector, MIN_SLICES))
     if send is not None:
         with factory() as session:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 17:32:01.237234
+Create Date: 2026-11-25 17:35:46.956781
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def upgrade() -> None:
         ),
         sa.Column("reason", sa.Text(), nullable=True),
         sa.Column("indexed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_archive_objects")),
         sa.UniqueConstraint("source", "key", name=op.f("uq_archive_objects_source_key")),
     )
@@ -123,9 +124,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["series_id"], ["series.id"], name=op.f("fk_analyses_series_id_series")),
         sa.ForeignKeyConstraint(["study_id"], ["studies.id"], name=op.f("fk_analyses_study_id_studies")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_analyses")),
-        sa.UniqueConstraint(
-            "study_id", "pipeline", "model", name=op.f("uq_analyses_study_id_pipeline_model")
-        ),
+        sa.UniqueConstraint("study_id", "pipeline", "model", name=op.f("uq_analyses_study_id_pipeline_model")),
     )
     with op.batch_alter_table("analyses", schema=None) as batch_op:
         batch_op.create_index("ix_analyses_status", ["status"], unique=False)
@@ -165,9 +164,7 @@ def upgrade() -> None:
         sa.Column("diameter_mm", sa.Float(), nullable=False),
         sa.Column("extent_mm", sa.JSON(), nullable=False),
         sa.Column("sop_instance_uid", sa.String(length=64), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["analysis_id"], ["analyses.id"], name=op.f("fk_findings_analysis_id_analyses")
-        ),
+        sa.ForeignKeyConstraint(["analysis_id"], ["analyses.id"], name=op.f("fk_findings_analysis_id_analyses")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_findings")),
         sa.UniqueConstraint("analysis_id", "ordinal", name=op.f("uq_findings_analysis_id_ordinal")),
     )

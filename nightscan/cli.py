@@ -102,9 +102,7 @@ def synth(
     from synth.archive import generate_archive, write_ground_truth
 
     storage = open_storage(out_url, settings)
-    result = generate_archive(
-        storage.put, n_patients=patients, seed=seed, studies_per_patient=studies_per_patient
-    )
+    result = generate_archive(storage.put, n_patients=patients, seed=seed, studies_per_patient=studies_per_patient)
     if truth:
         write_ground_truth(result, truth)
     click.echo(f"wrote {len(result.studies)} studies to {out_url}")
@@ -144,8 +142,20 @@ def models_list() -> None:
     from models.registry import list_entries
 
     for entry in list_entries():
-        provisional = " (provisional)" if getattr(entry, "provisional", False) else ""
+        provisional = " (provisional)" if entry.provisional else ""
         click.echo(f"{entry.name}@{entry.version}  sha256={entry.sha256[:12]}{provisional}")
+
+
+@models.command("publish")
+@click.argument("store_url")
+@click.pass_obj
+def models_publish(settings: Settings, store_url: str) -> None:
+    """Copy the shipped registry and weights to STORE_URL, for NIGHTSCAN_MODEL_STORE_URL."""
+    from models.store import publish
+    from nightscan.storage import open_storage
+
+    keys = publish(open_storage(store_url, settings))
+    click.echo(f"published {len(keys)} objects to {store_url}")
 
 
 if __name__ == "__main__":

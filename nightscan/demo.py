@@ -52,17 +52,13 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
     worker = _start_worker(data_dir, worker_log)
     try:
         report = scan(demo.resolved_archive_url, demo, factory, task_sender(demo))
-        console.print(
-            f"scan: {report.listed} objects, {report.planned} studies planned, {report.enqueued} enqueued"
-        )
+        console.print(f"scan: {report.listed} objects, {report.planned} studies planned, {report.enqueued} enqueued")
         finished = _wait(factory, report.enqueued, worker, timeout_s)
     finally:
         _stop_worker(worker)
     console.print(results_table(factory))
     hits, total = _score_against_truth(factory, truth)
-    console.print(
-        f"ground truth: {hits} of {total} synthetic nodules found (LUNA16 hit: centre within radius)"
-    )
+    console.print(f"ground truth: {hits} of {total} synthetic nodules found (LUNA16 hit: centre within radius)")
     console.print(f"worker log: {worker_log}")
     if not finished:
         console.print(f"[red]not every study finished within {timeout_s:.0f} s; see the worker log[/red]")
@@ -96,9 +92,7 @@ def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
         worker.wait()
 
 
-def _wait(
-    factory: sessionmaker[Session], expected: int, worker: subprocess.Popen[bytes], timeout_s: float
-) -> bool:
+def _wait(factory: sessionmaker[Session], expected: int, worker: subprocess.Popen[bytes], timeout_s: float) -> bool:
     """Wait behind a progress bar until ``expected`` analyses are done or failed; True if they all are."""
     deadline = time.monotonic() + timeout_s
     finished_states = (AnalysisStatus.DONE, AnalysisStatus.FAILED)

@@ -196,6 +196,4 @@ class S3Storage:
     def put(self, key: str, data: bytes) -> ObjectInfo:
         """Upload one object."""
         response = self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
-        return ObjectInfo(
-            key=key, size=len(data), etag=response["ETag"].strip('"'), last_modified=datetime.now(UTC)
-        )
+        return ObjectInfo(key=key, size=len(data), etag=response["ETag"].strip('"'), last_modified=datetime.now(UTC))

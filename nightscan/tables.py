@@ -15,16 +15,12 @@ def results_table(factory: sessionmaker[Session]) -> Table:
     for column in ("patient", "study date", "slices", "model", "status", "findings (diameter mm @ score)"):
         table.add_column(column)
     with factory() as session:
-        counts = dict(
-            session.execute(select(Instance.series_id, func.count()).group_by(Instance.series_id)).all()
-        )
+        counts = dict(session.execute(select(Instance.series_id, func.count()).group_by(Instance.series_id)).all())
         analyses = session.scalars(
             select(Analysis)
             .join(Study)
             .join(Patient)
-            .options(
-                selectinload(Analysis.findings), selectinload(Analysis.study).selectinload(Study.patient)
-            )
+            .options(selectinload(Analysis.findings), selectinload(Analysis.study).selectinload(Study.patient))
             .order_by(Patient.patient_key, Study.study_date)
         )
         for a in analyses:

@@ -150,7 +150,10 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
         s3_secret_access_key="testing",
     )
     boto3.client(
-        "s3", endpoint_url=s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
         aws_secret_access_key="testing",
     ).create_bucket(Bucket=bucket)
     return settings
@@ -194,7 +197,6 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
             proc.wait()
     for log in sorted(tmp_path.glob("worker-*.log")):
         sys.stderr.write(f"--- {log.name} (last 3000 bytes) ---\n{log.read_bytes()[-3000:].decode(errors='replace')}\n")
-
 
 
 def with_settings(base: Settings, **updates: object) -> Settings:

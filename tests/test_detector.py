@@ -143,6 +143,7 @@ def test_detection_maps_back_through_resampling(detector) -> None:
     candidates = detector.detect(phantom.hu, phantom.spacing_zyx_mm)
     spacing = np.array(phantom.spacing_zyx_mm)
     large = [n for n in phantom.nodules if n.diameter_mm >= 8.0]
+    assert large, "the chosen seed must hold a nodule >= 8 mm"
     for nodule in large:
         distances = [
             np.linalg.norm((np.array(c.center_zyx_vox) - nodule.center_zyx_vox) * spacing) for c in candidates

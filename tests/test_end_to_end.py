@@ -76,8 +76,15 @@ def test_a_second_write_of_the_same_analysis_changes_nothing(sqlite_url: str, tm
 
     def write() -> bool:
         with transaction(factory) as session:
-            finding = Finding(label="nodule", score=0.9, center_x_mm=1.0, center_y_mm=2.0, center_z_mm=3.0,
-                              diameter_mm=8.0, extent_mm=[8.0, 8.0, 8.0])
+            finding = Finding(
+                label="nodule",
+                score=0.9,
+                center_x_mm=1.0,
+                center_y_mm=2.0,
+                center_z_mm=3.0,
+                diameter_mm=8.0,
+                extent_mm=[8.0, 8.0, 8.0],
+            )
             return write_findings(session, job, [finding], timings_s={}, model_sha256="0" * 64, preprocessing="p")
 
     assert write() is True
@@ -94,7 +101,11 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     env["NIGHTSCAN_DATA_DIR"] = str(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "nightscan.cli", "demo", "--patients", "2", "--timeout", "240"],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=400,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("done") >= 2

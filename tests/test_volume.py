@@ -14,9 +14,16 @@ from workers.decode import DecodeError, decode_slice
 from workers.volume import VolumeError, build_volume
 
 HEADER = SeriesHeader(
-    patient_id="T1", patient_name="TEST^ONE", patient_birth_date="19600101", patient_sex="F",
-    study_uid="1.2.3.1", series_uid="1.2.3.2", frame_of_reference_uid="1.2.3.3", study_date="20240101",
-    study_time="120000", accession_number="A1",
+    patient_id="T1",
+    patient_name="TEST^ONE",
+    patient_birth_date="19600101",
+    patient_sex="F",
+    study_uid="1.2.3.1",
+    series_uid="1.2.3.2",
+    frame_of_reference_uid="1.2.3.3",
+    study_date="20240101",
+    study_time="120000",
+    accession_number="A1",
 )
 ORIGIN = (-80.0, -80.0, -300.0)
 

@@ -55,9 +55,14 @@ class WorkerContext:
     def detector(self, ref: str) -> NoduleDetector:
         """The detector ``name@version``, loaded (and its sha256 checked) once per process."""
         if ref not in self._detectors:
+            from models import store
             from models.registry import load_detector
 
-            self._detectors[ref] = load_detector(ref, device=self.device)
+            registry = None
+            if self.settings.model_store_url:
+                cache = self.settings.data_dir / "model-cache"
+                registry = store.fetch(self.storage(self.settings.model_store_url), ref, cache)
+            self._detectors[ref] = load_detector(ref, device=self.device, registry_path=registry)
             log.info("loaded %s on %s", ref, self.device)
         return self._detectors[ref]
 

@@ -46,6 +46,11 @@ def run_analysis(analysis_id: int, ctx: WorkerContext) -> str:
         with transaction(ctx.factory) as session:
             record_failure(session, analysis_id, f"attempt {job.attempt}: {exc}", final=False)
         raise TransientError(str(exc)) from exc
+    except Exception as exc:
+        log.exception("analysis %d: unexpected error", analysis_id)
+        with transaction(ctx.factory) as session:
+            record_failure(session, analysis_id, f"internal error: {type(exc).__name__}: {exc}", final=True)
+        raise
 
 
 def _run(job: AnalysisJob, ctx: WorkerContext) -> str:

@@ -17,9 +17,7 @@ RETRY_BACKOFF_S = (10, 60, 300)
 def register(app: Celery, settings: Settings) -> None:
     """Register nightscan's tasks on ``app``."""
 
-    @app.task(
-        name=ANALYZE_STUDY, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True, max_retries=None
-    )
+    @app.task(name=ANALYZE_STUDY, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True, max_retries=None)
     def analyze_study(self: Task, analysis_id: int) -> str:
         """Analyse one study (by analysis ID) on the gpu queue; retries only transient errors."""
         if not isinstance(analysis_id, int) or isinstance(analysis_id, bool):

@@ -53,9 +53,7 @@ def build_volume(slices: list[Slice]) -> Volume:
                 f"{slices[0].key} has {orientation.round(4).tolist()}"
             )
         if s.hu.shape != slices[0].hu.shape or s.pixel_spacing != slices[0].pixel_spacing:
-            raise VolumeError(
-                f"{s.key}: size {s.hu.shape} or spacing {s.pixel_spacing} differs from the series"
-            )
+            raise VolumeError(f"{s.key}: size {s.hu.shape} or spacing {s.pixel_spacing} differs from the series")
     row, col = orientation[:3], orientation[3:]
     normal = np.cross(row, col)
     along = np.array([s.position @ normal for s in slices])

@@ -1,17 +1,19 @@
 """Preprocessing bound to a model: resampling to the working grid and HU windowing.
 
 The parameters live in the model's registry entry, so training and inference use the very same values.
-Volumes are indexed (z, y, x); spacings are in mm; intensities in Hounsfield units (HU).
+Volumes are indexed (z, y, x); spacings are in mm; intensities in Hounsfield units (HU). torch is imported
+when a volume is processed, not with this module (the registry reads Preprocessing without torch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F  # noqa: N812
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class Preprocessing:
             raise ValueError(f"hu must be 3-D (z, y, x), got shape {tuple(hu.shape)}")
         if len(spacing_zyx_mm) != 3 or min(spacing_zyx_mm) <= 0:
             raise ValueError(f"spacing_zyx_mm must be three positive values in mm, got {spacing_zyx_mm}")
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
         volume = torch.as_tensor(hu, dtype=torch.float32)
         in_shape = tuple(volume.shape)
         out_shape = self.grid_shape(in_shape, spacing_zyx_mm)

@@ -1,7 +1,7 @@
 """The model registry: models/registry.json lists every shipped model with its weights hash and preprocessing.
 
 A reference is "name@version" (or "name" for the highest version). Weights paths are relative to the
-registry file's folder.
+registry file's folder. Importing this module does not import torch (the scheduler reads model versions).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from models.preprocessing import Preprocessing
 
@@ -125,6 +123,8 @@ def verify_weights(entry: ModelEntry, registry_path: Path | None = None) -> Path
 
 def load_detector(ref: str, device: str = "cpu", *, registry_path: Path | None = None) -> NoduleDetector:
     """Load a registered detector onto `device` after verifying its weights' sha256. Nothing is cached."""
+    import torch
+
     from models.detector import build_from_architecture
     from models.inference import NoduleDetector
 

@@ -27,6 +27,7 @@ from models.candidates import merge_slice_detections
 from models.detector import NODULE_CATEGORIES, build_from_architecture
 from models.evaluation import ScanScores, choose_threshold, froc, operating_point, score_scan
 from models.inference import detect_slices, slice_stack
+from models.model_card import write_model_card
 from models.preprocessing import Preprocessing, input_to_grid_vox
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, register
 from synth.phantom import Phantom, make_phantom
@@ -175,10 +176,10 @@ def train_detector(
     *,
     seed: int = 0,
     n_train_volumes: int = 80,
-    n_val_volumes: int = 16,
+    n_val_volumes: int = 12,
     n_test_volumes: int = 30,
-    epochs: int = 10,
-    steps_per_epoch: int = 90,
+    epochs: int = 8,
+    steps_per_epoch: int = 60,
     batch_size: int = 8,
     learning_rate: float = 2e-3,
     device: str = "cpu",
@@ -355,6 +356,7 @@ def train_detector(
         f"steps_per_epoch={steps_per_epoch})",
     )
     register(entry, registry_path)
+    write_model_card(entry, registry_path.parent / "MODEL_CARD.md")
     return metrics
 
 
@@ -366,10 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("weights"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train-volumes", type=int, default=80)
-    parser.add_argument("--n-val-volumes", type=int, default=16)
+    parser.add_argument("--n-val-volumes", type=int, default=12)
     parser.add_argument("--n-test-volumes", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--steps-per-epoch", type=int, default=90)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--steps-per-epoch", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--device", default="cpu")

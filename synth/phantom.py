@@ -16,6 +16,8 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
+MIN_HU = -1024.0
+MAX_HU = 3071.0
 AIR_HU = -1000.0
 FAT_HU = -100.0
 LUNG_HU = -850.0
@@ -90,8 +92,9 @@ def make_phantom(
 
     Anatomy: air outside (-1000 HU), an elliptical body (fat layer ~-100 HU around soft tissue ~0..60 HU),
     two lungs (~-850 HU) holding tubular vessels (~40 HU, the realistic false-positive source), a vertebra
-    (marrow ~350 HU, cortex ~900 HU), and Gaussian noise (sd 20..40 HU). `n_nodules` solid spherical nodules
-    (20..60 HU, diameter 5..25 mm, partial-volume edges) lie fully inside the lungs; None draws 0..4.
+    (marrow ~350 HU, cortex ~900 HU), and Gaussian noise (sd 20..40 HU), clipped to -1024..3071 HU as real
+    scanners do. `n_nodules` solid spherical nodules (20..60 HU, diameter 5..25 mm, partial-volume edges) lie
+    fully inside the lungs; None draws 0..4.
 
     Everything is drawn from `rng`, so equal generator states give equal phantoms. If `noise_rng` is given the
     noise comes from it instead, which renders the same anatomy twice with different noise (follow-up scans).
@@ -115,7 +118,8 @@ def make_phantom(
     cy = extent_y / 2 + rng.uniform(0, 10)
     body_ax = min(rng.uniform(135, 155), 0.47 * extent_x)
     body_ay = min(rng.uniform(95, 115), 0.47 * extent_y)
-    fat_mm = rng.uniform(8, 18)
+    size = min(body_ax / 145.0, body_ay / 105.0)  # 1 for an average adult; smaller fields of view shrink all
+    fat_mm = rng.uniform(8, 18) * size
     body_r = np.sqrt(((x - cx) / body_ax) ** 2 + ((y - cy) / body_ay) ** 2)  # 1 at the skin
     body_depth_mm = (1.0 - body_r) * min(body_ax, body_ay)  # approximate depth below skin
     body = _soft_inside(body_depth_mm, 0.7)
@@ -130,10 +134,10 @@ def make_phantom(
     lung_depth = np.full(shape_zyx, -np.inf, dtype=np.float32)
     lung_frames = []
     for side in (-1.0, 1.0):
-        lx = cx + side * rng.uniform(55, 65)
-        ly = cy - rng.uniform(0, 10)
-        ax_l = min(rng.uniform(42, 52), body_ax - fat_mm - 70)
-        ay_l = min(rng.uniform(60, 75), body_ay - fat_mm - 12)
+        lx = cx + side * body_ax * rng.uniform(0.40, 0.46)
+        ly = cy - body_ay * rng.uniform(0.0, 0.06)
+        ax_l = body_ax * rng.uniform(0.27, 0.32)
+        ay_l = body_ay * rng.uniform(0.55, 0.65)
         r = np.sqrt(((x - lx) / ax_l) ** 2 + ((y - ly) / ay_l) ** 2 + ((z - lung_cz) / lung_az) ** 2)
         lung_depth = np.maximum(lung_depth, (1.0 - r) * min(ax_l, ay_l))
         lung_frames.append((lx, ly, ax_l, ay_l))
@@ -142,8 +146,8 @@ def make_phantom(
     lung_mask = lung_depth > 0
 
     # Vertebra behind the mediastinum.
-    sx, sy = cx, cy + body_ay - fat_mm - rng.uniform(25, 32)
-    spine_r = rng.uniform(13, 17)
+    sx, sy = cx, cy + body_ay * rng.uniform(0.6, 0.68)
+    spine_r = body_ay * rng.uniform(0.12, 0.16)
     spine_depth = spine_r - np.sqrt((x - sx) ** 2 + (y - sy) ** 2)
     cortex = _soft_inside(spine_depth, 0.7)
     marrow = _soft_inside(spine_depth - 2.5, 0.7)
@@ -160,7 +164,7 @@ def make_phantom(
             direction = rng.normal(size=3)
             direction[2] = abs(direction[2]) * np.sign(lx - cx)  # point laterally
             direction /= np.linalg.norm(direction)
-            length = rng.uniform(50, 110)
+            length = rng.uniform(50, 110) * size
             _add_tube(
                 hu,
                 coords,
@@ -186,6 +190,8 @@ def make_phantom(
     hu = ndimage.gaussian_filter(hu, sigma=0.5, mode="nearest")
     noise_sd = (noise_rng or rng).uniform(20, 40)
     hu += (noise_rng or rng).normal(0.0, noise_sd, size=shape_zyx).astype(np.float32)
+    # Scanners report -1024..3071 HU (12 bits); noisy air below -1024 is clipped as on real CT.
+    np.clip(hu, MIN_HU, MAX_HU, out=hu)
     logger.debug("phantom %s at %s mm with %d nodules", shape_zyx, spacing_zyx_mm, len(nodules))
     return Phantom(hu=hu.astype(np.float32), spacing_zyx_mm=spacing_zyx_mm, nodules=nodules)
 

@@ -70,7 +70,6 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     candidates = detector.detect(volume.hu, volume.spacing_zyx_mm)
     timings["inference"] = time.perf_counter() - start
     findings = [_finding(volume, c) for c in candidates]
-    start = time.perf_counter()
     with transaction(ctx.factory) as session:
         written = write_findings(
             session,
@@ -80,9 +79,8 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
             model_sha256=detector.sha256,
             preprocessing=detector.preprocessing_version,
         )
-        timings["write"] = time.perf_counter() - start
     log.info(
-        "analysis %d: %d slices, %d findings, %s",
+        "analysis %d: %d slices, %d findings, %s s before the write",
         job.analysis_id,
         len(keys),
         len(findings),

@@ -46,9 +46,7 @@ def score_scan(
             false_positives.append(cand.score)
             continue
         best[hit] = np.maximum(best[hit], cand.score)
-    return ScanScores(
-        nodule_scores=[float(s) for s in best[of_interest]], false_positive_scores=false_positives
-    )
+    return ScanScores(nodule_scores=[float(s) for s in best[of_interest]], false_positive_scores=false_positives)
 
 
 def operating_point(scans: Sequence[ScanScores], threshold: float) -> tuple[float, float]:
@@ -61,9 +59,7 @@ def operating_point(scans: Sequence[ScanScores], threshold: float) -> tuple[floa
 
 
 def _thresholds(scans: Sequence[ScanScores]) -> np.ndarray:
-    scores = {
-        s for scan in scans for s in (*scan.nodule_scores, *scan.false_positive_scores) if np.isfinite(s)
-    }
+    scores = {s for scan in scans for s in (*scan.nodule_scores, *scan.false_positive_scores) if np.isfinite(s)}
     return np.array(sorted(scores | {1.0}))
 
 

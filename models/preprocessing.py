@@ -58,8 +58,7 @@ class Preprocessing:
     ) -> tuple[int, int, int]:
         """Shape (z, y, x) of a volume of `shape_zyx` voxels at `spacing_zyx_mm` once on the working grid."""
         return tuple(  # type: ignore[return-value]
-            max(1, round(n * s / w))
-            for n, s, w in zip(shape_zyx, spacing_zyx_mm, self.spacing_zyx_mm, strict=True)
+            max(1, round(n * s / w)) for n, s, w in zip(shape_zyx, spacing_zyx_mm, self.spacing_zyx_mm, strict=True)
         )
 
     def to_model_grid(
@@ -82,9 +81,7 @@ class Preprocessing:
         in_shape = tuple(volume.shape)
         out_shape = self.grid_shape(in_shape, spacing_zyx_mm)
         if out_shape != in_shape:
-            volume = F.interpolate(volume[None, None], size=out_shape, mode="trilinear", align_corners=False)[
-                0, 0
-            ]
+            volume = F.interpolate(volume[None, None], size=out_shape, mode="trilinear", align_corners=False)[0, 0]
         low, high = self.window_hu
         volume = ((volume - low) / (high - low)).clamp_(0.0, 1.0)
         scale = tuple(o / i for o, i in zip(out_shape, in_shape, strict=True))

@@ -76,9 +76,7 @@ def list_entries(registry_path: Path | None = None) -> list[ModelEntry]:
 def get_entry(ref: str, registry_path: Path | None = None) -> ModelEntry:
     """The entry for "name@version", or the highest version of "name"; KeyError naming `ref` if absent."""
     name, _, version = ref.partition("@")
-    matches = [
-        e for e in list_entries(registry_path) if e.name == name and (not version or e.version == version)
-    ]
+    matches = [e for e in list_entries(registry_path) if e.name == name and (not version or e.version == version)]
     if not matches:
         known = [e.ref for e in list_entries(registry_path)]
         raise KeyError(f"model {ref!r} is not registered; known: {known}")

@@ -97,9 +97,7 @@ def _grid_nodules(
     return [(input_to_grid_vox(n.center_zyx_vox, scale), n.diameter_mm) for n in phantom.nodules]
 
 
-def _augment(
-    image: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment(image: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random flips (x, y, z), intensity jitter (~±40 HU, ±5 % contrast), extra noise (<= ~30 HU sd)."""
     _, h, w = image.shape
     u = torch.rand(6, generator=gen)
@@ -136,9 +134,7 @@ def _evaluate(model: torch.nn.Module, phantoms: list[Phantom], device: str) -> t
 
 def _eval_phantoms(seed: int, n: int) -> list[Phantom]:
     return [
-        make_phantom(
-            np.random.default_rng([seed, i]), shape_zyx=EVAL_SHAPE_ZYX, spacing_zyx_mm=EVAL_SPACING_ZYX_MM
-        )
+        make_phantom(np.random.default_rng([seed, i]), shape_zyx=EVAL_SHAPE_ZYX, spacing_zyx_mm=EVAL_SPACING_ZYX_MM)
         for i in range(n)
     ]
 
@@ -159,9 +155,7 @@ def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> Non
     ax_val.set_xlabel("epoch")
     ax_val.set_ylim(0, 1.05)
     ax_fp = ax_val.twinx()
-    ax_fp.plot(
-        epochs, [h["val_fp_per_scan"] for h in history], color="tab:red", marker="^", label="FP / scan"
-    )
+    ax_fp.plot(epochs, [h["val_fp_per_scan"] for h in history], color="tab:red", marker="^", label="FP / scan")
     ax_fp.set_ylabel("false positives per scan @ 0.5")
     ax_val.legend(loc="lower left")
     ax_fp.legend(loc="lower right")
@@ -247,9 +241,7 @@ def train_detector(
                 batch += [negatives[i] for i in rng.integers(len(negatives), size=batch_size - n_pos)]
                 images, targets = [], []
                 for s in batch:
-                    image, boxes = _augment(
-                        slice_stack(volumes[s.volume], s.k), torch.from_numpy(s.boxes), gen
-                    )
+                    image, boxes = _augment(slice_stack(volumes[s.volume], s.k), torch.from_numpy(s.boxes), gen)
                     images.append(image.to(device))
                     targets.append(
                         {
@@ -288,17 +280,13 @@ def train_detector(
     val_scans, _ = _evaluate(model, val_phantoms, device)
     threshold = choose_threshold(val_scans, max_fp_per_scan=MAX_FP_PER_SCAN_FOR_THRESHOLD)
     val_sensitivity, val_fp_per_scan = operating_point(val_scans, threshold)
-    logger.info(
-        "threshold %.3f chosen on validation (<= %.1f FP/scan)", threshold, MAX_FP_PER_SCAN_FOR_THRESHOLD
-    )
+    logger.info("threshold %.3f chosen on validation (<= %.1f FP/scan)", threshold, MAX_FP_PER_SCAN_FOR_THRESHOLD)
 
     test_phantoms = _eval_phantoms(seed + _TEST_SEED_OFFSET, n_test_volumes)
     test_scans, seconds_per_scan = _evaluate(model, test_phantoms, device)
     sensitivity, fp_per_scan = operating_point(test_scans, threshold)
     large = [
-        ScanScores(
-            [s for s, n in zip(scan.nodule_scores, nods, strict=True) if n >= 8.0], scan.false_positive_scores
-        )
+        ScanScores([s for s, n in zip(scan.nodule_scores, nods, strict=True) if n >= 8.0], scan.false_positive_scores)
         for scan, nods in zip(
             test_scans,
             ([n.diameter_mm for n in p.nodules if n.diameter_mm >= MIN_DIAMETER_MM] for p in test_phantoms),
@@ -362,9 +350,7 @@ def train_detector(
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: `python -m models.train --out models/weights`."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("weights"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train-volumes", type=int, default=80)

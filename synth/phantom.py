@@ -157,9 +157,7 @@ def make_phantom(
     # Vessels: tapering tubes from each hilum out into the lung.
     coords = (z, y, x)
     for lx, ly, ax_l, _ay_l in lung_frames:
-        hilum = np.array(
-            [lung_cz + rng.uniform(-10, 10), ly + rng.uniform(-5, 5), lx - np.sign(lx - cx) * ax_l * 0.7]
-        )
+        hilum = np.array([lung_cz + rng.uniform(-10, 10), ly + rng.uniform(-5, 5), lx - np.sign(lx - cx) * ax_l * 0.7])
         for _ in range(int(rng.integers(4, 8))):
             direction = rng.normal(size=3)
             direction[2] = abs(direction[2]) * np.sign(lx - cx)  # point laterally
@@ -249,17 +247,14 @@ def _place_nodules(
     for _ in range(count):
         for _attempt in range(50):
             # Log-uniform diameters: small nodules are the common case.
-            diameter = float(
-                np.exp(rng.uniform(np.log(MIN_NODULE_DIAMETER_MM), np.log(MAX_NODULE_DIAMETER_MM)))
-            )
+            diameter = float(np.exp(rng.uniform(np.log(MIN_NODULE_DIAMETER_MM), np.log(MAX_NODULE_DIAMETER_MM))))
             candidates = np.argwhere(depth >= diameter / 2 + 2.0)
             if len(candidates) == 0:
                 continue
             center_vox = candidates[rng.integers(len(candidates))] + rng.uniform(-0.5, 0.5, size=3)
             center_mm = center_vox * spacing
             apart = all(
-                np.linalg.norm(center_mm - np.array(n.center_zyx_vox) * spacing)
-                > (diameter + n.diameter_mm) / 2 + 5
+                np.linalg.norm(center_mm - np.array(n.center_zyx_vox) * spacing) > (diameter + n.diameter_mm) / 2 + 5
                 for n in nodules
             )
             if apart:

@@ -88,9 +88,7 @@ def test_merge_links_overlapping_boxes_on_adjacent_slices() -> None:
         SliceDetections(5, box, torch.tensor([0.5])),
         SliceDetections(5, torch.tensor([[60.0, 60.0, 64.0, 64.0]]), torch.tensor([0.3])),
     ]
-    merged = merge_slice_detections(
-        detections, grid_spacing_zyx_mm=(2.5, 2.5, 2.5), scale_zyx=(1.0, 1.0, 1.0)
-    )
+    merged = merge_slice_detections(detections, grid_spacing_zyx_mm=(2.5, 2.5, 2.5), scale_zyx=(1.0, 1.0, 1.0))
     assert [round(c.score, 3) for c in merged] == [0.9, 0.3]
     first = merged[0]
     assert first.center_zyx_vox[0] == pytest.approx(4.0)
@@ -103,9 +101,7 @@ def test_hit_test_uses_the_nodule_radius() -> None:
     candidates = [
         Candidate((10.0, 51.5, 50.0), (10, 10, 10), 10.0, 0.9),  # 3.75 mm away: hit
         Candidate((10.0, 53.0, 50.0), (10, 10, 10), 10.0, 0.8),  # 7.5 mm away: false positive
-        Candidate(
-            (30.0, 80.0, 80.0), (4, 4, 4), 4.0, 0.7
-        ),  # hits a nodule below the size of interest: ignored
+        Candidate((30.0, 80.0, 80.0), (4, 4, 4), 4.0, 0.7),  # hits a nodule below the size of interest: ignored
     ]
     scan = score_scan(candidates, nodules, (2.5, 2.5, 2.5), min_diameter_mm=6.0)
     assert scan.nodule_scores == [0.9]
@@ -145,7 +141,5 @@ def test_detection_maps_back_through_resampling(detector) -> None:
     large = [n for n in phantom.nodules if n.diameter_mm >= 8.0]
     assert large, "the chosen seed must hold a nodule >= 8 mm"
     for nodule in large:
-        distances = [
-            np.linalg.norm((np.array(c.center_zyx_vox) - nodule.center_zyx_vox) * spacing) for c in candidates
-        ]
+        distances = [np.linalg.norm((np.array(c.center_zyx_vox) - nodule.center_zyx_vox) * spacing) for c in candidates]
         assert distances and min(distances) <= nodule.diameter_mm / 2

@@ -79,9 +79,7 @@ def test_series_round_trip_reproduces_hu_and_geometry() -> None:
     origin = (-163.2, -150.0, -301.25)
     files = {
         f"{n:04d}.dcm": data
-        for n, data in series_files(
-            phantom.hu, SPACING, header, origin_xyz_mm=origin, descending_instance_numbers=True
-        )
+        for n, data in series_files(phantom.hu, SPACING, header, origin_xyz_mm=origin, descending_instance_numbers=True)
     }
     assert sorted(files) == [f"{n:04d}.dcm" for n in range(1, SHAPE[0] + 1)]
     hu, datasets = _volume_from_files(files)

@@ -85,7 +85,8 @@ def merge_slice_detections(
         groups.setdefault(find(i), []).append(i)
 
     dz, dy, dx = grid_spacing_zyx_mm
-    candidates = []
+    spacing = np.array(grid_spacing_zyx_mm)
+    found: list[tuple[np.ndarray, float, Candidate]] = []  # (centre in grid mm, radius in mm, candidate)
     for members in groups.values():
         ks = np.array([rows[i][0] for i in members], dtype=np.float64)
         boxes = np.stack([rows[i][1] for i in members])
@@ -99,13 +100,24 @@ def merge_slice_detections(
             float((boxes[:, 3] - boxes[:, 1]).max() * dy),
             float((boxes[:, 2] - boxes[:, 0]).max() * dx),
         )
-        candidates.append(
-            Candidate(
-                center_zyx_vox=grid_to_input_vox(center_grid, scale_zyx),
-                extent_zyx_mm=extent,
-                diameter_mm=(extent[1] + extent[2]) / 2,
-                score=float(scores.max()),
-            )
+        candidate = Candidate(
+            center_zyx_vox=grid_to_input_vox(center_grid, scale_zyx),
+            extent_zyx_mm=extent,
+            diameter_mm=(extent[1] + extent[2]) / 2,
+            score=float(scores.max()),
         )
-    candidates.sort(key=lambda c: c.score, reverse=True)
-    return candidates
+        found.append((np.array(center_grid) * spacing, candidate.diameter_mm / 2, candidate))
+    return _suppress_nested(found)
+
+
+def _suppress_nested(found: list[tuple[np.ndarray, float, Candidate]]) -> list[Candidate]:
+    """3-D non-maximum suppression: drop a candidate whose centre lies inside a better one (best first).
+
+    Chains of boxes that do not overlap enough from slice to slice can split one nodule into two
+    candidates at nearly the same place; the lower-scoring one is a duplicate, not a second nodule.
+    """
+    kept: list[tuple[np.ndarray, float, Candidate]] = []
+    for centre_mm, radius_mm, candidate in sorted(found, key=lambda f: f[2].score, reverse=True):
+        if all(np.linalg.norm(centre_mm - c) > r for c, r, _ in kept):
+            kept.append((centre_mm, radius_mm, candidate))
+    return [candidate for _, _, candidate in kept]

@@ -27,6 +27,7 @@ from nightscan.settings import Settings
 from nightscan.storage import open_storage
 from nightscan.tables import results_table
 from scheduler.scan import scan
+from synth.archive import GroundTruth, generate_archive
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,7 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
     data_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
     demo = Settings(data_dir=data_dir, archive_url="", database_url="", broker_url="")
-    console = Console()
-
-    from synth.archive import generate_archive
-
+    console = Console(width=max(Console().width, 120))
     archive = open_storage(demo.resolved_archive_url, demo)
     truth = generate_archive(archive.put, n_patients=patients, seed=DEMO_SEED)
     console.print(f"synthetic archive: {len(truth.studies)} studies in {demo.resolved_archive_url}")
@@ -56,9 +54,13 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
         finished = _wait(factory, report.enqueued, worker, timeout_s)
     finally:
         _stop_worker(worker)
-    console.print(results_table(factory))
-    hits, total = _score_against_truth(factory, truth)
-    console.print(f"ground truth: {hits} of {total} synthetic nodules found (LUNA16 hit: centre within radius)")
+    per_study = _score_against_truth(factory, truth)
+    console.print(results_table(factory, {uid: (total, hits) for uid, (total, hits, _) in per_study.items()}))
+    total, hits, others = (sum(v) for v in zip(*per_study.values(), strict=True))
+    console.print(
+        f"ground truth: {hits} of {total} synthetic nodules found (a hit: centre within the nodule's radius); "
+        f"{others} findings hit no nodule"
+    )
     console.print(f"worker log: {worker_log}")
     if not finished:
         console.print(f"[red]not every study finished within {timeout_s:.0f} s; see the worker log[/red]")
@@ -112,8 +114,11 @@ def _wait(factory: sessionmaker[Session], expected: int, worker: subprocess.Pope
     return seen >= expected
 
 
-def _score_against_truth(factory: sessionmaker[Session], truth: object) -> tuple[int, int]:
-    """Count the true nodules that some finding of the same study hits (centre within radius)."""
+def _score_against_truth(factory: sessionmaker[Session], truth: GroundTruth) -> dict[str, tuple[int, int, int]]:
+    """StudyInstanceUID -> (true nodules, nodules found, findings that hit no nodule).
+
+    A finding hits a nodule when its centre lies within the nodule's radius (LUNA16).
+    """
     with factory() as session:
         rows = session.execute(
             select(Study.study_instance_uid, Finding.center_x_mm, Finding.center_y_mm, Finding.center_z_mm)
@@ -123,11 +128,11 @@ def _score_against_truth(factory: sessionmaker[Session], truth: object) -> tuple
     found: dict[str, list[tuple[float, float, float]]] = {}
     for uid, x, y, z in rows:
         found.setdefault(uid, []).append((x, y, z))
-    hits = total = 0
-    for study in truth.studies:  # type: ignore[attr-defined]
-        for nodule in study.nodules:
-            total += 1
-            radius = nodule.diameter_mm / 2
-            if any(math.dist(nodule.center_xyz_mm, c) <= radius for c in found.get(study.study_uid, [])):
-                hits += 1
-    return hits, total
+    scores = {}
+    for study in truth.studies:
+        centres = found.get(study.study_uid, [])
+        hit = [[math.dist(n.center_xyz_mm, c) <= n.diameter_mm / 2 for c in centres] for n in study.nodules]
+        found_nodules = sum(any(row) for row in hit)
+        misses = sum(not any(column) for column in zip(*hit, strict=True)) if hit else len(centres)
+        scores[study.study_uid] = (len(study.nodules), found_nodules, misses)
+    return scores

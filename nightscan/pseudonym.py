@@ -18,3 +18,13 @@ def patient_key(patient_id: str, secret: str) -> str:
     if not normalised:
         raise ValueError("PatientID is empty")
     return hmac.new(secret.encode(), normalised.encode(), hashlib.sha256).hexdigest()
+
+
+def redact_key(key: str) -> str:
+    """An object key as logs may show it: a short hash of the whole key, then its last component.
+
+    Archive keys often start with a PatientID or a name (``PATIENT/STUDY/...``); logs must not carry
+    them. The hash still lets an operator match a log line to the row that records the full key.
+    """
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"{digest}:{key.rsplit('/', 1)[-1]}"

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EMBEDDED_BROKER = "filesystem://"
+EMBEDDED_BROKER = "filesystem://localhost/"
 
 
 class Settings(BaseSettings):

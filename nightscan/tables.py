@@ -9,11 +9,17 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from db.models import Analysis, Instance, Patient, Study
 
 
-def results_table(factory: sessionmaker[Session]) -> Table:
-    """One row per analysis: pseudonymous patient, study date, slices, status, findings (mm)."""
-    table = Table(title="nightscan results")
-    for column in ("patient", "study date", "slices", "model", "status", "findings (diameter mm @ score)"):
-        table.add_column(column)
+def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[int, int]] | None = None) -> Table:
+    """One row per analysis: pseudonymous patient, study date, slices, status, time and findings.
+
+    ``truth_counts`` (StudyInstanceUID -> (true nodules, of them found)) adds a ground-truth column,
+    for synthetic archives.
+    """
+    table = Table(title="nightscan results", caption="findings: mean diameter in mm @ detector score")
+    for column in ("patient", "study date", "slices", "model", "status", "seconds", "findings"):
+        table.add_column(column, overflow="fold")
+    if truth_counts is not None:
+        table.add_column("truth found")
     with factory() as session:
         counts = dict(session.execute(select(Instance.series_id, func.count()).group_by(Instance.series_id)).all())
         analyses = session.scalars(
@@ -27,12 +33,17 @@ def results_table(factory: sessionmaker[Session]) -> Table:
             findings = ", ".join(f"{f.diameter_mm:.1f} @ {f.score:.2f}" for f in a.findings) or "none"
             if a.error:
                 findings = f"[red]{a.error}[/red]"
-            table.add_row(
-                a.study.patient.patient_key[:10],
+            row = [
+                a.study.patient.patient_key[:8],
                 str(a.study.study_date or "?"),
                 str(counts.get(a.series_id, 0)),
                 a.model,
                 a.status.value,
+                f"{sum(a.timings_s.values()):.1f}" if a.timings_s else "",
                 findings,
-            )
+            ]
+            if truth_counts is not None:
+                total, found = truth_counts.get(a.study.study_instance_uid, (0, 0))
+                row.append(f"{found} of {total}")
+            table.add_row(*row)
     return table

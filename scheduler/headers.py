@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 from dataclasses import dataclass
 from datetime import date
 from io import BytesIO
@@ -73,7 +74,9 @@ def read_header(obj: ObjectInfo, data: bytes) -> Header:
     if obj.size == 0:
         raise RejectedObjectError("empty object (0 bytes)")
     try:
-        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
+        with warnings.catch_warnings():  # force=True on a non-DICOM file warns; the rejection says it all
+            warnings.simplefilter("ignore", UserWarning)
+            ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
     except (InvalidDicomError, EOFError, ValueError, struct.error, OSError) as exc:
         raise RejectedObjectError(f"not a readable DICOM file: {exc}") from exc
     sop_class = str(ds.get("SOPClassUID", ""))

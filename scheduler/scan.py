@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import transaction
 from db.models import utcnow
+from nightscan.pseudonym import redact_key
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, StorageError, open_storage
 from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, read_header
@@ -57,8 +58,8 @@ def scan(
                 known = known_objects(session, source_url, keys)
             todo = [o for o in page if known.get(o.key) != (o.etag, o.size)]
             results = list(pool.map(lambda o: _read(storage, o, settings.header_bytes), todo))
-            _record(results, source_url, settings, factory, report)
             with transaction(factory) as session:
+                _record(session, results, source_url, settings.pseudonym_key.get_secret_value(), report)
                 mark_seen(session, source_url, keys, listing_started)
             report.listed += len(page)
             report.unchanged += len(page) - len(todo)
@@ -80,25 +81,23 @@ def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> tuple[ObjectI
         data = fetch_header_bytes(storage, obj, header_bytes)
         return obj, read_header(obj, data), None
     except RejectedObjectError as exc:
-        log.info("rejected %s: %s", obj.key, exc)
+        log.info("rejected %s: %s", redact_key(obj.key), exc)
         return obj, None, str(exc)
     except StorageError as exc:
-        log.warning("could not read %s, will retry next scan: %s", obj.key, exc)
+        log.warning("could not read %s, will retry next scan: %s", redact_key(obj.key), type(exc).__name__)
         return obj, None, None
 
 
 def _record(
+    session: Session,
     results: Iterable[tuple[ObjectInfo, Header | None, str | None]],
     source: str,
-    settings: Settings,
-    factory: sessionmaker[Session],
+    secret: str,
     report: ScanReport,
 ) -> None:
-    secret = settings.pseudonym_key.get_secret_value()
-    with transaction(factory) as session:
-        for obj, header, reason in results:
-            if header is None and reason is None:
-                report.errors += 1
-                continue
-            status = record_object(session, source, obj, header, reason, secret)
-            report.status[status.value] = report.status.get(status.value, 0) + 1
+    for obj, header, reason in results:
+        if header is None and reason is None:
+            report.errors += 1
+            continue
+        status = record_object(session, source, obj, header, reason, secret)
+        report.status[status.value] = report.status.get(status.value, 0) + 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nightscan.settings import Settings
+from nightscan.settings import EMBEDDED_BROKER, Settings
 from workers.app import ANALYZE_STUDY, create_app
 
 
@@ -28,7 +28,7 @@ def test_at_least_once_settings_and_queues(tmp_path: Path) -> None:
 
 def test_embedded_broker_is_the_default(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path, broker_url=""))
-    assert app.conf.broker_url == "filesystem://"
+    assert app.conf.broker_url == EMBEDDED_BROKER
     assert app.conf.broker_transport_options["data_folder_in"] == str((tmp_path / "broker").resolve())
 
 

@@ -143,3 +143,16 @@ def test_detection_maps_back_through_resampling(detector) -> None:
     for nodule in large:
         distances = [np.linalg.norm((np.array(c.center_zyx_vox) - nodule.center_zyx_vox) * spacing) for c in candidates]
         assert distances and min(distances) <= nodule.diameter_mm / 2
+
+
+def test_merge_keeps_one_candidate_per_place() -> None:
+    # Two chains at one place whose boxes overlap too little to link: the weaker is a duplicate, not a nodule.
+    big, small = torch.tensor([[10.0, 10.0, 22.0, 22.0]]), torch.tensor([[14.0, 14.0, 18.0, 18.0]])
+    detections = [
+        SliceDetections(3, big, torch.tensor([0.9])),
+        SliceDetections(4, big, torch.tensor([0.8])),
+        SliceDetections(4, small, torch.tensor([0.6])),
+        SliceDetections(5, small, torch.tensor([0.6])),
+    ]
+    merged = merge_slice_detections(detections, grid_spacing_zyx_mm=(2.5, 2.5, 2.5), scale_zyx=(1.0, 1.0, 1.0))
+    assert [round(c.score, 2) for c in merged] == [0.9]

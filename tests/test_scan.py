@@ -77,3 +77,13 @@ def test_changed_and_deleted_objects(setup) -> None:
         assert rows[deleted.key].status == ObjectStatus.DELETED
         assert session.scalar(select(func.count()).select_from(Instance)) == len(objects) - 2
     assert _statuses(factory) == {"indexed": len(objects) - 2, "rejected": 1, "deleted": 1}
+
+
+def test_logs_carry_no_patient_id(setup, caplog: pytest.LogCaptureFixture) -> None:
+    settings, archive, truth, factory = setup
+    patient_id = truth.studies[0].patient_id
+    archive.put(f"{patient_id}/notes.txt", b"not DICOM")  # keys often start with the PatientID
+    with caplog.at_level("DEBUG"):
+        report = scan(settings.resolved_archive_url, settings, factory, send=None)
+    assert report.status["rejected"] == 1 and "notes.txt" in caplog.text
+    assert patient_id not in caplog.text

@@ -46,3 +46,11 @@ def test_readme_lists_every_setting() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     missing = [name for name in Settings.model_fields if f"`NIGHTSCAN_{name.upper()}`" not in readme]
     assert missing == []
+
+
+def test_redacted_key_hides_the_path_but_stays_traceable() -> None:
+    from nightscan.pseudonym import redact_key
+
+    redacted = redact_key("DOE^JOHN-12345/1.2.3/4.5.6/0007.dcm")
+    assert "DOE" not in redacted and "12345" not in redacted and redacted.endswith(":0007.dcm")
+    assert redacted == redact_key("DOE^JOHN-12345/1.2.3/4.5.6/0007.dcm")

@@ -37,12 +37,12 @@ def run_analysis(analysis_id: int, ctx: WorkerContext) -> str:
     try:
         return _run(job, ctx)
     except (DecodeError, VolumeError) as exc:
-        log.warning("analysis %d failed: %s", analysis_id, exc)
+        log.warning("analysis %d failed (%s); the reason is recorded on it", analysis_id, type(exc).__name__)
         with transaction(ctx.factory) as session:
             record_failure(session, analysis_id, str(exc), final=True)
         return "failed"
     except (StorageError, OperationalError) as exc:
-        log.warning("analysis %d attempt %d: transient error: %s", analysis_id, job.attempt, exc)
+        log.warning("analysis %d attempt %d: transient %s", analysis_id, job.attempt, type(exc).__name__)
         with transaction(ctx.factory) as session:
             record_failure(session, analysis_id, f"attempt {job.attempt}: {exc}", final=False)
         raise TransientError(str(exc)) from exc

@@ -15,7 +15,7 @@ def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[
     ``truth_counts`` (StudyInstanceUID -> (true nodules, of them found)) adds a ground-truth column,
     for synthetic archives.
     """
-    table = Table(title="nightscan results", caption="findings: mean diameter in mm @ detector score")
+    table = Table(title="nightscan results", caption="findings: detector box diameter in mm (coarse) @ detector score")
     for column in ("patient", "study date", "slices", "model", "status", "seconds", "findings"):
         table.add_column(column, overflow="fold")
     if truth_counts is not None:

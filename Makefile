@@ -10,6 +10,7 @@ demo: $(STAMP)
 	$(BIN)/nightscan demo
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 lint: $(STAMP)

@@ -8,6 +8,7 @@ COPY workers workers
 COPY db db
 COPY models models
 COPY synth synth
+COPY screening screening
 RUN pip install --no-cache-dir .
 USER nobody
 ENTRYPOINT ["nightscan"]

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from nightscan.logs import configure_logging
 from nightscan.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from synth.messy import Mess
 
 log = logging.getLogger("nightscan")
 
@@ -90,22 +94,88 @@ def worker(settings: Settings, queues: str, concurrency: int | None, pool: str) 
 @main.command()
 @click.argument("out_url")
 @click.option("--patients", type=int, default=4, show_default=True)
-@click.option("--studies-per-patient", type=int, default=1, show_default=True)
+@click.option("--studies", default="1", show_default=True, help="Studies per patient: N or LOW-HIGH (1 to 4).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Write ground truth JSON here.")
+@click.option("--shape", default="100x128x128", show_default=True, help="Voxels per study, ZxYxX.")
+@click.option("--spacing", default="2.5x2.5x2.5", show_default=True, help="Voxel size in mm, ZxYxX.")
+@click.option("--layout", type=click.Choice(["hierarchical", "flat", "mixed"]), default="hierarchical")
+@click.option("--transfer-syntax", default="explicit-vr-little-endian", show_default=True)
+@click.option("--unsigned", is_flag=True, help="Store pixels as unsigned 12-bit instead of signed 16-bit.")
+@click.option("--mess", "mess_names", multiple=True, help="Messy-world options, or 'all' (repeatable).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Processes drawing patients.")
+@click.option("--truth", type=click.Path(dir_okay=False), default=None, help="Write the ground truth JSON here.")
+@click.option("--preview", type=click.Path(dir_okay=False), default=None, help="Write a PNG montage here.")
 @click.pass_obj
 def synth(
-    settings: Settings, out_url: str, patients: int, studies_per_patient: int, seed: int, truth: str | None
+    settings: Settings,
+    out_url: str,
+    patients: int,
+    studies: str,
+    seed: int,
+    shape: str,
+    spacing: str,
+    layout: str,
+    transfer_syntax: str,
+    unsigned: bool,
+    mess_names: tuple[str, ...],
+    workers: int,
+    truth: str | None,
+    preview: str | None,
 ) -> None:
-    """Write a synthetic CT archive with known nodules to OUT_URL (file:// or s3://)."""
+    """Write a synthetic screening archive (patients over time, known nodules) to OUT_URL (file:// or s3://)."""
+    from nightscan.progress import progress_bar
     from nightscan.storage import open_storage
-    from synth.archive import generate_archive, write_ground_truth
+    from synth.archive import ArchiveOptions, generate_archive, write_ground_truth
+    from synth.dicom import EncodeOptions, PixelRepresentation
+    from synth.preview import write_preview
 
+    low, _, high = studies.partition("-")
+    options = ArchiveOptions(
+        shape_zyx=_triple(shape, int, "--shape"),
+        spacing_zyx_mm=_triple(spacing, float, "--spacing"),
+        studies_per_patient=(int(low), int(high or low)),
+        layout=layout,
+        encode=EncodeOptions(
+            transfer_syntax=transfer_syntax,
+            pixel_representation=PixelRepresentation.UNSIGNED if unsigned else PixelRepresentation.SIGNED,
+        ),
+        mess=_mess(mess_names),
+    )
     storage = open_storage(out_url, settings)
-    result = generate_archive(storage.put, n_patients=patients, seed=seed, studies_per_patient=studies_per_patient)
+    with progress_bar("synthesising", total=None, unit="studies") as advance:
+        result = generate_archive(
+            storage.put, n_patients=patients, seed=seed, options=options, workers=workers, on_study=advance
+        )
     if truth:
         write_ground_truth(result, truth)
-    click.echo(f"wrote {len(result.studies)} studies to {out_url}")
+    if preview:
+        write_preview(storage.get, result, preview)
+    click.echo(f"wrote {len(result.studies)} studies of {patients} patients to {out_url}")
+
+
+def _mess(names: tuple[str, ...]) -> Mess:
+    """The Mess options named on the command line ('all' for every one)."""
+    from dataclasses import fields
+
+    from synth.messy import Mess
+
+    if "all" in names:
+        return Mess.everything()
+    known = {f.name for f in fields(Mess)}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise click.BadParameter(f"unknown {unknown}; choose from all, {', '.join(sorted(known))}", param_hint="--mess")
+    return Mess(**dict.fromkeys(names, True))
+
+
+def _triple(text: str, kind: type, option: str) -> tuple:
+    parts = text.lower().split("x")
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected three values like 100x128x128, got {text!r}", param_hint=option)
+    try:
+        return tuple(kind(p) for p in parts)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}", param_hint=option) from exc
 
 
 @main.command()

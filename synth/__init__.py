@@ -1,29 +1,32 @@
-"""Synthetic chest-CT archives with ground truth: phantoms (HU volumes), DICOM CT series, archive layout."""
+"""Synthetic chest-CT screening archives with ground truth: patients over time, DICOM as scanners write it."""
 
-from synth.archive import (
-    GroundTruth,
-    NoduleRecord,
-    StudyTruth,
-    generate_archive,
-    read_ground_truth,
-    write_ground_truth,
-)
-from synth.dicom import SeriesHeader, series_datasets, series_files, voxel_to_patient_mm
-from synth.phantom import NoduleKind, NoduleTruth, Phantom, make_phantom
+from synth.archive import ArchiveOptions, generate_archive
+from synth.dicom import EncodeOptions, PixelRepresentation, SeriesGeometry, SeriesHeader, TransferSyntax
+from synth.layout import KeyLayout
+from synth.manifest import GroundTruth, NoduleRecord, StudyTruth, TrackTruth, read_ground_truth, write_ground_truth
+from synth.messy import Mess, ObjectRole
+from synth.nodules import NoduleKind
+from synth.phantom import NoduleTruth, Phantom, make_phantom
 
 __all__ = [
+    "ArchiveOptions",
+    "EncodeOptions",
     "GroundTruth",
+    "KeyLayout",
+    "Mess",
     "NoduleKind",
     "NoduleRecord",
     "NoduleTruth",
+    "ObjectRole",
     "Phantom",
+    "PixelRepresentation",
+    "SeriesGeometry",
     "SeriesHeader",
     "StudyTruth",
+    "TrackTruth",
+    "TransferSyntax",
     "generate_archive",
     "make_phantom",
     "read_ground_truth",
-    "series_datasets",
-    "series_files",
-    "voxel_to_patient_mm",
     "write_ground_truth",
 ]

@@ -156,7 +156,7 @@ def lobe_of(anatomy: Anatomy, point: tuple[float, float, float]) -> str:
     """Lobe of a body-frame point: RUL, RML, RLL, LUL or LLL (oblique and horizontal fissures)."""
     side, _ = lung_depth_mm(anatomy, point)
     lung = anatomy.lungs[0] if side == "right" else anatomy.lungs[1]
-    x, y, z = point
+    _, y, z = point
     oblique_z = lung.centre[2] + anatomy.fissure_slope * (y - lung.centre[1])
     if side == "left":
         return "LUL" if z > oblique_z else "LLL"
@@ -230,9 +230,7 @@ def _draw_spine(hu: np.ndarray, anatomy: Anatomy, x: np.ndarray, y: np.ndarray, 
     blend(hu, soft_inside(7.0 - canal), CSF_HU)
 
 
-def _draw_ribs(
-    hu: np.ndarray, anatomy: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray, rho: np.ndarray
-) -> None:
+def _draw_ribs(hu: np.ndarray, anatomy: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray, rho: np.ndarray) -> None:
     """Ribs hug the inside of the chest wall and descend from back to front; the sternum is in front."""
     a, b = anatomy.body_semi_axes
     mean_axis = (a + b) / 2
@@ -269,7 +267,9 @@ def paint_tube(
     px, py, pz = body.coords(sub)
     seg = end - start
     t = np.clip(((px - start[0]) * seg[0] + (py - start[1]) * seg[1] + (pz - start[2]) * seg[2]) / (seg @ seg), 0, 1)
-    dist = np.sqrt((px - start[0] - t * seg[0]) ** 2 + (py - start[1] - t * seg[1]) ** 2 + (pz - start[2] - t * seg[2]) ** 2)
+    dist = np.sqrt(
+        (px - start[0] - t * seg[0]) ** 2 + (py - start[1] - t * seg[1]) ** 2 + (pz - start[2] - t * seg[2]) ** 2
+    )
     weight = soft_inside(segment.r0 + (segment.r1 - segment.r0) * t - dist)
     if mask is not None:
         weight *= mask[local]

@@ -1,133 +1,69 @@
-"""Generate a synthetic CT archive (fake patients, DICOM series) and its ground truth.
+"""``nightscan synth``: a synthetic screening archive of patients over time, with its ground truth.
 
-Object keys: `{patient_id}/{study_uid}/{series_uid}/{instance_number:04d}.dcm`. Patient identities are fake.
+Patients are generated independently (in parallel processes when ``workers > 1``), one study at a
+time, so memory stays in proportion to one series per process. Everything is deterministic for a
+seed: the same seed and options give the same objects, byte for byte.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 from pydicom.uid import generate_uid
 
-from synth.dicom import SeriesHeader, series_files, voxel_to_patient_mm
-from synth.phantom import NoduleKind, make_phantom
+from synth.dicom import EncodeOptions, SeriesGeometry, SeriesHeader
+from synth.layout import KeyLayout
+from synth.manifest import (
+    GroundTruth,
+    NoduleRecord,
+    ObservedNodule,
+    StudyTruth,
+    TrackTruth,
+    WrittenObjectRecord,
+    clinical_truth,
+    jsonable,
+    read_ground_truth,
+    write_ground_truth,
+)
+from synth.messy import Mess, write_study_objects
+from synth.nodules import measure
+from synth.patients import PatientPlan, plan_patient
+from synth.pose import Grid
+from synth.render import render_study, scan_grid
 
 logger = logging.getLogger(__name__)
 
-_FAMILY_NAMES = ("DOE", "ROE", "MORGAN", "SILVA", "NOVAK", "BERG", "KIM", "MARTIN", "ROSSI", "FISCHER")
-_GIVEN_NAMES = {
-    "F": ("JANE", "ANNA", "MARIA", "LENA", "SARA"),
-    "M": ("JOHN", "PETER", "LUCAS", "OMAR", "TOM"),
-}
-_FIRST_STUDY_DATE = dt.date(2019, 1, 7)
+__all__ = [
+    "ArchiveOptions",
+    "GroundTruth",
+    "NoduleRecord",
+    "StudyTruth",
+    "generate_archive",
+    "read_ground_truth",
+    "write_ground_truth",
+]
 
 
 @dataclass(frozen=True)
-class NoduleRecord:
-    """A true nodule of one study.
+class ArchiveOptions:
+    """How the archive is drawn and written (sizes in voxels, spacings in mm)."""
 
-    `nodule_id` is stable across a patient's studies; `center_xyz_mm` is in patient coordinates (LPS, mm,
-    axis order x, y, z); `center_zyx_vox` is in voxel coordinates of the series volume (axis order z, y, x).
-    """
+    shape_zyx: tuple[int, int, int] = (100, 128, 128)
+    spacing_zyx_mm: tuple[float, float, float] = (2.5, 2.5, 2.5)
+    studies_per_patient: tuple[int, int] = (1, 1)  # fewest and most studies per patient
+    layout: KeyLayout = KeyLayout.HIERARCHICAL
+    encode: EncodeOptions = field(default_factory=EncodeOptions)
+    mess: Mess = field(default_factory=Mess)
 
-    nodule_id: str
-    center_xyz_mm: tuple[float, float, float]
-    center_zyx_vox: tuple[float, float, float]
-    diameter_mm: float
-    kind: str
-
-
-@dataclass(frozen=True)
-class StudyTruth:
-    """Ground truth of one study (one CT series); `origin_xyz_mm`: patient position of voxel (0, 0, 0)."""
-
-    patient_id: str
-    study_uid: str
-    series_uid: str
-    study_date: str
-    n_instances: int
-    shape_zyx: tuple[int, int, int]
-    spacing_zyx_mm: tuple[float, float, float]
-    origin_xyz_mm: tuple[float, float, float]
-    nodules: list[NoduleRecord] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """Everything `generate_archive` wrote, with the true nodules of every study."""
-
-    seed: int
-    studies: list[StudyTruth]
-
-    def to_json(self) -> str:
-        """Serialise to a JSON string (tuples become lists)."""
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> GroundTruth:
-        """Inverse of `to_json`."""
-        raw = json.loads(text)
-        studies = []
-        for s in raw["studies"]:
-            nodules = [
-                NoduleRecord(
-                    nodule_id=n["nodule_id"],
-                    center_xyz_mm=tuple(n["center_xyz_mm"]),
-                    center_zyx_vox=tuple(n["center_zyx_vox"]),
-                    diameter_mm=float(n["diameter_mm"]),
-                    kind=n["kind"],
-                )
-                for n in s["nodules"]
-            ]
-            studies.append(
-                StudyTruth(
-                    patient_id=s["patient_id"],
-                    study_uid=s["study_uid"],
-                    series_uid=s["series_uid"],
-                    study_date=s["study_date"],
-                    n_instances=int(s["n_instances"]),
-                    shape_zyx=tuple(s["shape_zyx"]),
-                    spacing_zyx_mm=tuple(s["spacing_zyx_mm"]),
-                    origin_xyz_mm=tuple(s["origin_xyz_mm"]),
-                    nodules=nodules,
-                )
-            )
-        return cls(seed=int(raw["seed"]), studies=studies)
-
-    def study(self, study_uid: str) -> StudyTruth:
-        """The study with this StudyInstanceUID; KeyError naming it when absent."""
-        for s in self.studies:
-            if s.study_uid == study_uid:
-                return s
-        raise KeyError(f"study {study_uid!r} not in ground truth")
-
-
-def write_ground_truth(truth: GroundTruth, path: str | Path) -> Path:
-    """Write `truth` as JSON to `path` (parents created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(truth.to_json(), encoding="utf-8")
-    return path
-
-
-def read_ground_truth(path: str | Path) -> GroundTruth:
-    """Read a file written by `write_ground_truth`."""
-    return GroundTruth.from_json(Path(path).read_text(encoding="utf-8"))
-
-
-def _uid(*parts: object) -> str:
-    return generate_uid(entropy_srcs=[str(p) for p in parts])
-
-
-def _study_time(rng: np.random.Generator) -> str:
-    hour, minute, second = int(rng.integers(7, 19)), int(rng.integers(0, 60)), int(rng.integers(0, 60))
-    return f"{hour:02d}{minute:02d}{second:02d}"
+    def __post_init__(self) -> None:
+        low, high = self.studies_per_patient
+        if not 1 <= low <= high <= 4:
+            raise ValueError(f"studies_per_patient must be (low, high) with 1 <= low <= high <= 4, got {(low, high)}")
 
 
 def generate_archive(
@@ -135,94 +71,192 @@ def generate_archive(
     *,
     n_patients: int,
     seed: int,
-    studies_per_patient: int = 1,
-    shape_zyx: tuple[int, int, int] = (48, 128, 128),
+    studies_per_patient: int | tuple[int, int] = 1,
+    shape_zyx: tuple[int, int, int] = (100, 128, 128),
     spacing_zyx_mm: tuple[float, float, float] = (2.5, 2.5, 2.5),
+    options: ArchiveOptions | None = None,
+    workers: int = 1,
+    on_study: Callable[[], None] | None = None,
 ) -> GroundTruth:
-    """Write `n_patients` fake patients with `studies_per_patient` chest CTs each through `put(key, data)`.
+    """Write ``n_patients`` synthetic patients through ``put(key, data)``; return the ground truth.
 
-    Follow-up studies of a patient are 3..7 months apart and show the same anatomy and nodules with fresh
-    noise.
-    Patients with an even index number their instances head first (InstanceNumber descending with z).
-    Deterministic for a seed (UIDs included).
+    ``options`` overrides ``studies_per_patient``, ``shape_zyx`` and ``spacing_zyx_mm`` when given.
+    ``on_study`` is called after each study is written (for progress bars).
     """
     if n_patients < 0:
         raise ValueError(f"n_patients must be >= 0, got {n_patients}")
-    if studies_per_patient < 1:
-        raise ValueError(f"studies_per_patient must be >= 1, got {studies_per_patient}")
+    if options is None:
+        count = (
+            (studies_per_patient, studies_per_patient) if isinstance(studies_per_patient, int) else studies_per_patient
+        )
+        options = ArchiveOptions(shape_zyx=shape_zyx, spacing_zyx_mm=spacing_zyx_mm, studies_per_patient=count)
     studies: list[StudyTruth] = []
-    for p in range(n_patients):
-        patient_id = f"NS{p + 1:04d}"
-        rng = np.random.default_rng([seed, p, 0])
-        sex = "F" if rng.random() < 0.5 else "M"
-        name = f"{_FAMILY_NAMES[rng.integers(len(_FAMILY_NAMES))]}^{_GIVEN_NAMES[sex][rng.integers(5)]}"
-        birth = dt.date(1940, 1, 1) + dt.timedelta(days=int(rng.integers(0, 35 * 365)))
-        study_date = _FIRST_STUDY_DATE + dt.timedelta(days=int(rng.integers(0, 3 * 365)))
-        _, ny, nx = shape_zyx
-        _, dy, dx = spacing_zyx_mm
-        origin = (-nx * dx / 2, -ny * dy / 2, -float(np.round(rng.uniform(250, 350), 1)))
-        for s in range(studies_per_patient):
-            if s > 0:
-                study_date += dt.timedelta(days=int(rng.integers(90, 214)))
-            phantom = make_phantom(
-                np.random.default_rng([seed, p, 1]),
-                shape_zyx=shape_zyx,
-                spacing_zyx_mm=spacing_zyx_mm,
-                noise_rng=np.random.default_rng([seed, p, 2, s]),
-            )
-            header = SeriesHeader(
-                patient_id=patient_id,
-                patient_name=name,
-                patient_birth_date=birth.strftime("%Y%m%d"),
-                patient_sex=sex,
-                study_uid=_uid(seed, patient_id, s, "study"),
-                series_uid=_uid(seed, patient_id, s, "series"),
-                frame_of_reference_uid=_uid(seed, patient_id, s, "frame"),
-                study_date=study_date.strftime("%Y%m%d"),
-                study_time=_study_time(rng),
-                accession_number=f"A{seed % 10000:04d}{p + 1:05d}{s:02d}",
-            )
-            prefix = f"{patient_id}/{header.study_uid}/{header.series_uid}"
-            for number, data in series_files(
-                phantom.hu,
-                phantom.spacing_zyx_mm,
-                header,
-                origin_xyz_mm=origin,
-                uid_entropy=f"{seed}/{patient_id}/{s}/instance",
-                descending_instance_numbers=p % 2 == 1,
-            ):
-                put(f"{prefix}/{number:04d}.dcm", data)
-            nodules = [
-                NoduleRecord(
-                    nodule_id=f"{patient_id}-N{n + 1}",
-                    center_xyz_mm=tuple(
-                        round(c, 3) for c in voxel_to_patient_mm(nod.center_zyx_vox, spacing_zyx_mm, origin)
-                    ),  # type: ignore[misc]
-                    center_zyx_vox=nod.center_zyx_vox,
-                    diameter_mm=nod.diameter_mm,
-                    kind=NoduleKind(nod.kind).value,
-                )
-                for n, nod in enumerate(phantom.nodules)
-            ]
-            studies.append(
-                StudyTruth(
-                    patient_id=patient_id,
-                    study_uid=header.study_uid,
-                    series_uid=header.series_uid,
-                    study_date=header.study_date,
-                    n_instances=int(phantom.hu.shape[0]),
-                    shape_zyx=tuple(int(v) for v in phantom.hu.shape),  # type: ignore[arg-type]
-                    spacing_zyx_mm=phantom.spacing_zyx_mm,
-                    origin_xyz_mm=origin,
-                    nodules=nodules,
-                )
-            )
-            logger.info(
-                "wrote study %d/%d of patient %d/%d (%d nodules)",
-                s + 1,
-                studies_per_patient,
-                p + 1,
-                n_patients,
-                len(nodules),
-            )
-    return GroundTruth(seed=seed, studies=studies)
+    tracks: list[TrackTruth] = []
+    for objects, patient_studies, patient_tracks in _patients(n_patients, seed, options, workers):
+        for key, data in objects:
+            put(key, data)
+        studies.extend(patient_studies)
+        tracks.extend(patient_tracks)
+        for _ in patient_studies:
+            if on_study:
+                on_study()
+    return GroundTruth(seed=seed, studies=studies, tracks=tracks, options=_options_dict(options))
+
+
+PatientResult = tuple[list[tuple[str, bytes]], list[StudyTruth], list[TrackTruth]]
+
+
+def _patients(n_patients: int, seed: int, options: ArchiveOptions, workers: int) -> Iterator[PatientResult]:
+    """Each patient's objects and truth, in patient order; at most ``2 * workers`` patients in flight."""
+    if workers <= 1:
+        for index in range(n_patients):
+            yield generate_patient(seed, index, options)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending = []
+        for index in range(n_patients):
+            pending.append(pool.submit(generate_patient, seed, index, options))
+            if len(pending) >= 2 * workers:
+                yield pending.pop(0).result()
+        for future in pending:
+            yield future.result()
+
+
+def generate_patient(seed: int, index: int, options: ArchiveOptions) -> PatientResult:
+    """Draw and write one patient (deterministic for ``seed`` and ``index``)."""
+    rng = np.random.default_rng([seed, index])
+    low, high = options.studies_per_patient
+    plan = plan_patient(rng, index, n_studies=int(rng.integers(low, high + 1)))
+    objects: list[tuple[str, bytes]] = []
+    studies: list[StudyTruth] = []
+    prior = None
+    for s in range(len(plan.studies)):
+        truth, prior = _write_study(plan, s, seed, options, prior, lambda k, d: objects.append((k, d)))
+        studies.append(truth)
+        logger.info(
+            "patient %d study %d: %d nodules, Lung-RADS %s", index + 1, s + 1, len(truth.nodules), truth.lung_rads
+        )
+    tracks = [
+        TrackTruth(
+            track_id=t.track_id,
+            patient_id=plan.patient_id,
+            kind=t.shape.kind.value,
+            behaviour=t.behaviour.value,
+            vdt_days=None if t.vdt_days is None else round(float(t.vdt_days), 1),
+            lobe=t.shape.lobe,
+            study_uids=[st.study_uid for st in studies if any(n.nodule_id == t.track_id for n in st.nodules)],
+        )
+        for t in plan.tracks
+    ]
+    return objects, studies, tracks
+
+
+def _write_study(
+    plan: PatientPlan,
+    s: int,
+    seed: int,
+    options: ArchiveOptions,
+    prior: dict | None,
+    put: Callable[[str, bytes], object],
+) -> tuple[StudyTruth, dict]:
+    study = plan.studies[s]
+    grid = scan_grid(plan.anatomy, study.pose, shape_zyx=options.shape_zyx, spacing_zyx_mm=options.spacing_zyx_mm)
+    present = [(t, scale) for t, scale in plan.nodules_at(s) if _inside(grid, study.pose.to_world(t.shape.centre))]
+    noise_rng = np.random.default_rng([seed, int(plan.patient_id[2:]), s, 1])
+    hu = render_study(
+        plan.anatomy, [(t.shape, scale) for t, scale in present], study.pose, grid, mas=study.mas, rng=noise_rng
+    )
+
+    entropy = f"{seed}/{plan.patient_id}/{s}"
+    header = SeriesHeader(
+        patient_id=plan.patient_id,
+        patient_name=plan.name,
+        patient_birth_date=plan.birth_date.strftime("%Y%m%d"),
+        patient_sex=plan.sex,
+        study_uid=generate_uid(entropy_srcs=[entropy, "study"]),
+        series_uid=generate_uid(entropy_srcs=[entropy, "series"]),
+        frame_of_reference_uid=generate_uid(entropy_srcs=[entropy, "frame"]),
+        study_date=study.date.strftime("%Y%m%d"),
+        study_time=f"{8 + (seed + s) % 10:02d}{(7 * s) % 60:02d}00",
+        accession_number=f"A{seed % 10000:04d}{plan.patient_id[2:]}{s:02d}",
+        series_description=f"AXIAL {options.spacing_zyx_mm[0]:g}mm LUNG",
+    )
+    geometry = SeriesGeometry(origin_xyz_mm=grid.origin_xyz_mm, spacing_zyx_mm=grid.spacing_zyx_mm)
+    written = write_study_objects(
+        put,
+        hu=hu,
+        geometry=geometry,
+        header=header,
+        options=options.encode,
+        layout=options.layout,
+        mess=options.mess,
+        rng=np.random.default_rng([seed, int(plan.patient_id[2:]), s, 2]),
+        uid_entropy=entropy,
+    )
+
+    age = (study.date - plan.birth_date).days / 365.25
+    observed = []
+    records = []
+    for track, scale in present:
+        m = measure(track.shape, scale)
+        observed.append(ObservedNodule(track.track_id, track.shape.kind, m, track.shape.spiculated, track.shape.lobe))
+        world = study.pose.to_world(track.shape.centre)
+        records.append((track, m, world, grid.to_voxel(world)))
+    interval = (study.date - plan.studies[s - 1].date).days if s > 0 else None
+    clinical, following = clinical_truth(
+        observed, prior=prior, interval_days=interval, age_years=age, female=plan.sex == "F"
+    )
+    nodules = [
+        NoduleRecord(
+            nodule_id=track.track_id,
+            center_xyz_mm=tuple(round(c, 2) for c in world),
+            center_zyx_vox=tuple(round(c, 3) for c in voxel),
+            diameter_mm=m.mean_diameter_mm,
+            kind=track.shape.kind.value,
+            long_axis_mm=m.long_axis_mm,
+            short_axis_mm=m.short_axis_mm,
+            volume_mm3=m.volume_mm3,
+            solid_component_mm=m.solid_component_mm,
+            lobe=track.shape.lobe,
+            juxtapleural=track.shape.juxtapleural,
+            spiculated=track.shape.spiculated,
+            lung_rads=clinical.nodule_categories[track.track_id][0],
+            lung_rads_reason=clinical.nodule_categories[track.track_id][1],
+            brock_probability=clinical.brock[track.track_id][0],
+            brock_defaulted=clinical.brock[track.track_id][1],
+        )
+        for track, m, world, voxel in records
+    ]
+    truth = StudyTruth(
+        patient_id=plan.patient_id,
+        study_uid=header.study_uid,
+        series_uid=header.series_uid,
+        study_date=header.study_date,
+        n_instances=int(hu.shape[0]),
+        shape_zyx=grid.shape_zyx,
+        spacing_zyx_mm=grid.spacing_zyx_mm,
+        origin_xyz_mm=grid.origin_xyz_mm,
+        nodules=nodules,
+        study_index=s,
+        sex=plan.sex,
+        age_years=round(age, 2),
+        mas=round(study.mas, 1),
+        pose=jsonable(asdict(study.pose)),
+        lung_rads=clinical.exam_category,
+        lung_rads_reason=clinical.exam_reason,
+        objects=[WrittenObjectRecord(w.key, w.sop_instance_uid, str(w.role)) for w in written],
+    )
+    return truth, following
+
+
+def _inside(grid: Grid, world: tuple[float, float, float]) -> bool:
+    """True when a world point lies inside the scanned volume (nodules outside it are not imaged)."""
+    voxel = grid.to_voxel(world)
+    return all(0 <= v <= n - 1 for v, n in zip(voxel, grid.shape_zyx, strict=True))
+
+
+def _options_dict(options: ArchiveOptions) -> dict:
+    raw = asdict(options)
+    raw["encode"] = {k: str(v) if not isinstance(v, int | float) else v for k, v in raw["encode"].items()}
+    raw["layout"] = str(options.layout)
+    return jsonable(raw)

@@ -1,30 +1,314 @@
-"""Encode a synthetic phantom as a DICOM CT Image Storage series (Explicit VR Little Endian).
+"""Encode synthetic volumes as DICOM the way scanners write them: CT series, localizers and a text SR.
 
 Geometry convention (the study worker relies on it): voxel (k, i, j) of a (z, y, x) volume lies at the
 patient position (LPS, mm)
 
-    origin_xyz_mm + j * dx * [1, 0, 0] + i * dy * [0, 1, 0] + k * dz * [0, 0, 1]
+    origin_xyz_mm + j * dx * row_cosine + i * dy * column_cosine + k * dz * normal
 
-so slice k has ImagePositionPatient [x0, y0, z0 + k * dz], ImageOrientationPatient [1, 0, 0, 0, 1, 0] and
-PixelSpacing [dy, dx] (row spacing, column spacing). Stored values are HU + 1024 as signed 16-bit integers,
-with RescaleIntercept -1024 and RescaleSlope 1.
+with ImageOrientationPatient = row_cosine + column_cosine (axial [1, 0, 0, 0, 1, 0] by default) and
+normal = row_cosine x column_cosine. Slice k has ImagePositionPatient origin + k * dz * normal and
+PixelSpacing [dy, dx] (row spacing, column spacing).
+
+Pixel storage (see :class:`EncodeOptions`): signed 16-bit (PixelRepresentation 1, BitsStored 16) or unsigned
+12-bit in 16 (PixelRepresentation 0, BitsStored 12); stored = round((HU - intercept) / slope), clipped to the
+stored range; the defaults are RescaleIntercept -1024 and RescaleSlope 1 (stored = HU + 1024).
+
+Transfer syntaxes (see :class:`TransferSyntax`): explicit and implicit VR little endian natively; RLE Lossless
+natively in pydicom (faster with pylibjpeg-rle); JPEG 2000 Lossless with pylibjpeg + pylibjpeg-openjpeg;
+JPEG-LS Lossless with pyjpegls. A codec is checked when options name it, never at import.
+
+Speed: the slices of a series share all but five elements, so :func:`encode_series` encodes the shared
+elements once per series and splices the per-slice ones in; its bytes are identical to
+``dataset_to_bytes(ds)`` for the datasets :func:`series_datasets` yields.
 """
 
 from __future__ import annotations
 
+import copy
 import io
-from collections.abc import Iterator
-from dataclasses import dataclass
+import itertools
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 from pydicom import dcmwrite
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_dataset, write_file_meta_info
+from pydicom.pixels import get_encoder
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+
+logger = logging.getLogger(__name__)
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+BASIC_TEXT_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.11"
 RESCALE_INTERCEPT_HU = -1024
 RESCALE_SLOPE = 1
 DEFAULT_ORIGIN_XYZ_MM = (-160.0, -160.0, -300.0)
+AXIAL_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# The CT number range a 12-bit scanner stores; every EncodeOptions must represent it exactly.
+CT_RANGE_HU = (-1024.0, 3071.0)
+
+_CHARACTER_SET = "ISO_IR 100"
+_ENCODINGS = convert_encodings([_CHARACTER_SET])
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+# Elements that differ between the slices of one series, in tag order.
+_PER_SLICE_TAGS = (
+    Tag(0x0008, 0x0018),  # SOPInstanceUID
+    Tag(0x0020, 0x0013),  # InstanceNumber
+    Tag(0x0020, 0x0032),  # ImagePositionPatient
+    Tag(0x0020, 0x1041),  # SliceLocation
+    Tag(0x7FE0, 0x0010),  # PixelData
+)
+_POSITION_DECIMALS = 4
+_COSINE_DECIMALS = 6
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _to_enum(enum_type: type[E], value: E | str, argument: str) -> E:
+    """``value`` as a member of ``enum_type``; strings are converted once, here, at the edge of the API."""
+    if isinstance(value, enum_type):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a {enum_type.__name__} or a str, got {type(value).__name__} {value!r}")
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(repr(member.value) for member in enum_type)
+        raise ValueError(f"{argument} must be one of {allowed}, got {value!r}") from None
+
+
+class TransferSyntax(StrEnum):
+    """How pixel data (and the dataset) are encoded in the file."""
+
+    EXPLICIT_VR_LITTLE_ENDIAN = "explicit-vr-little-endian"
+    IMPLICIT_VR_LITTLE_ENDIAN = "implicit-vr-little-endian"
+    RLE_LOSSLESS = "rle-lossless"
+    JPEG2000_LOSSLESS = "jpeg2000-lossless"
+    JPEG_LS_LOSSLESS = "jpeg-ls-lossless"
+
+    @property
+    def uid(self) -> UID:
+        """The Transfer Syntax UID."""
+        return _SYNTAX_UIDS[self]
+
+    @property
+    def is_compressed(self) -> bool:
+        """Whether pixel data is encapsulated (compressed frames)."""
+        return self.uid.is_compressed
+
+    @property
+    def is_implicit_vr(self) -> bool:
+        """Whether data elements are written without their VR."""
+        return self is TransferSyntax.IMPLICIT_VR_LITTLE_ENDIAN
+
+    @property
+    def min_image_size_px(self) -> int:
+        """The smallest Rows and Columns the encoder takes: 32 for JPEG 2000 (OpenJPEG's encoder always uses
+        6 resolution levels), else 1."""
+        return 32 if self is TransferSyntax.JPEG2000_LOSSLESS else 1
+
+    @property
+    def codec_packages(self) -> str:
+        """The pip requirement(s) that give an encoder for this syntax ("" when pydicom encodes it natively)."""
+        return _CODEC_PACKAGES.get(self, "")
+
+
+_SYNTAX_UIDS = {
+    TransferSyntax.EXPLICIT_VR_LITTLE_ENDIAN: ExplicitVRLittleEndian,
+    TransferSyntax.IMPLICIT_VR_LITTLE_ENDIAN: ImplicitVRLittleEndian,
+    TransferSyntax.RLE_LOSSLESS: RLELossless,
+    TransferSyntax.JPEG2000_LOSSLESS: JPEG2000Lossless,
+    TransferSyntax.JPEG_LS_LOSSLESS: JPEGLSLossless,
+}
+_CODEC_PACKAGES = {
+    TransferSyntax.JPEG2000_LOSSLESS: "pylibjpeg pylibjpeg-openjpeg",
+    TransferSyntax.JPEG_LS_LOSSLESS: "pyjpegls",
+}
+
+
+class PixelRepresentation(StrEnum):
+    """Stored pixel type: signed 16-bit, or unsigned 12 bits stored in 16 allocated."""
+
+    SIGNED = "signed"
+    UNSIGNED = "unsigned"
+
+    @property
+    def dicom_value(self) -> int:
+        """DICOM PixelRepresentation: 1 for two's complement, 0 for unsigned."""
+        return 1 if self is PixelRepresentation.SIGNED else 0
+
+    @property
+    def bits_stored(self) -> int:
+        """DICOM BitsStored (BitsAllocated is always 16, HighBit is BitsStored - 1)."""
+        return 16 if self is PixelRepresentation.SIGNED else 12
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The little-endian NumPy dtype of stored values."""
+        return np.dtype("<i2") if self is PixelRepresentation.SIGNED else np.dtype("<u2")
+
+    @property
+    def stored_range(self) -> tuple[int, int]:
+        """The smallest and largest stored value."""
+        if self is PixelRepresentation.SIGNED:
+            return (-(2**15), 2**15 - 1)
+        return (0, 2**12 - 1)
+
+
+class CodecUnavailableError(RuntimeError):
+    """The transfer syntax needs an encoder package that is not installed."""
+
+
+def codec_is_available(transfer_syntax: TransferSyntax | str) -> bool:
+    """Whether pixel data can be encoded in ``transfer_syntax`` with the packages installed here."""
+    syntax = _to_enum(TransferSyntax, transfer_syntax, "transfer_syntax")
+    if not syntax.is_compressed:
+        return True
+    return bool(get_encoder(syntax.uid).is_available)
+
+
+def require_codec(transfer_syntax: TransferSyntax | str) -> TransferSyntax:
+    """``transfer_syntax`` as an enum; raises CodecUnavailableError naming the package to install."""
+    syntax = _to_enum(TransferSyntax, transfer_syntax, "transfer_syntax")
+    if not codec_is_available(syntax):
+        raise CodecUnavailableError(
+            f"transfer_syntax {syntax.value!r} ({syntax.uid.name}, {syntax.uid}) needs an encoder that is not "
+            f"installed: pip install {syntax.codec_packages or 'pydicom>=3.0'}"
+        )
+    return syntax
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How pixel values are stored and the file is encoded.
+
+    ``rescale_intercept`` (HU) and ``rescale_slope`` (HU per stored unit) are the modality LUT:
+    HU = stored * slope + intercept. Any pair is allowed whose stored range covers the CT range
+    -1024 to 3071 HU (:data:`CT_RANGE_HU`), e.g. signed with intercept -1000 or -8192, so that readers must
+    really apply the modality LUT. Strings are accepted for the enums.
+    """
+
+    transfer_syntax: TransferSyntax = TransferSyntax.EXPLICIT_VR_LITTLE_ENDIAN
+    pixel_representation: PixelRepresentation = PixelRepresentation.SIGNED
+    rescale_intercept: float = float(RESCALE_INTERCEPT_HU)
+    rescale_slope: float = float(RESCALE_SLOPE)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transfer_syntax", require_codec(self.transfer_syntax))
+        storage = _to_enum(PixelRepresentation, self.pixel_representation, "pixel_representation")
+        object.__setattr__(self, "pixel_representation", storage)
+        for name in ("rescale_intercept", "rescale_slope"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+                raise TypeError(f"{name} must be a finite number, got {type(value).__name__} {value!r}")
+            object.__setattr__(self, name, float(value))
+        if self.rescale_slope <= 0:
+            raise ValueError(f"rescale_slope must be > 0 (HU per stored unit), got {self.rescale_slope!r}")
+        low, high = storage.stored_range
+        covered = (
+            low * self.rescale_slope + self.rescale_intercept,
+            high * self.rescale_slope + self.rescale_intercept,
+        )
+        if covered[0] > CT_RANGE_HU[0] or covered[1] < CT_RANGE_HU[1]:
+            raise ValueError(
+                f"rescale_intercept {self.rescale_intercept!r} and rescale_slope {self.rescale_slope!r} with "
+                f"{storage.value} storage cover {covered[0]:g} to {covered[1]:g} HU, which must include "
+                f"{CT_RANGE_HU[0]:g} to {CT_RANGE_HU[1]:g} HU"
+            )
+
+    def stored_from_hu(self, hu: np.ndarray) -> np.ndarray:
+        """Stored values for HU: round((HU - intercept) / slope), clipped to the stored range; same shape."""
+        stored = np.rint((np.asarray(hu, dtype=np.float64) - self.rescale_intercept) / self.rescale_slope)
+        low, high = self.pixel_representation.stored_range
+        return np.clip(stored, low, high).astype(self.pixel_representation.dtype)
+
+
+@dataclass(frozen=True)
+class SeriesGeometry:
+    """Where a (z, y, x) volume lies in patient space (LPS, mm); see the module docstring for the convention.
+
+    ``origin_xyz_mm`` is the centre of voxel (0, 0, 0); ``spacing_zyx_mm`` the voxel size (slice spacing dz,
+    row spacing dy, column spacing dx); ``orientation`` is ImageOrientationPatient (row cosine, then column
+    cosine), rounded to 6 decimals as written.
+    """
+
+    origin_xyz_mm: tuple[float, float, float] = DEFAULT_ORIGIN_XYZ_MM
+    spacing_zyx_mm: tuple[float, float, float] = (2.5, 0.7, 0.7)
+    orientation: tuple[float, float, float, float, float, float] = AXIAL_ORIENTATION
+
+    def __post_init__(self) -> None:
+        origin = _floats(self.origin_xyz_mm, 3, "origin_xyz_mm")
+        spacing = _floats(self.spacing_zyx_mm, 3, "spacing_zyx_mm")
+        if min(spacing) <= 0:
+            raise ValueError(f"spacing_zyx_mm must be three positive values in mm, got {self.spacing_zyx_mm!r}")
+        cosines = tuple(round(c, _COSINE_DECIMALS) + 0.0 for c in _floats(self.orientation, 6, "orientation"))
+        row, column = np.asarray(cosines[:3]), np.asarray(cosines[3:])
+        if abs(np.linalg.norm(row) - 1) > 1e-5 or abs(np.linalg.norm(column) - 1) > 1e-5 or abs(row @ column) > 1e-5:
+            raise ValueError(f"orientation must be two orthogonal unit vectors, got {self.orientation!r}")
+        object.__setattr__(self, "origin_xyz_mm", origin)
+        object.__setattr__(self, "spacing_zyx_mm", spacing)
+        object.__setattr__(self, "orientation", cosines)
+
+    @property
+    def row_cosine(self) -> np.ndarray:
+        """Direction (x, y, z) of increasing column index j."""
+        return np.asarray(self.orientation[:3])
+
+    @property
+    def column_cosine(self) -> np.ndarray:
+        """Direction (x, y, z) of increasing row index i."""
+        return np.asarray(self.orientation[3:])
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Direction (x, y, z) of increasing slice index k: row_cosine x column_cosine."""
+        return np.cross(self.row_cosine, self.column_cosine)
+
+    def voxel_to_patient_mm(self, center_zyx_vox: Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+        """Patient position (x, y, z) in mm (LPS) of a fractional voxel coordinate (z, y, x)."""
+        k, i, j = (float(c) for c in center_zyx_vox)
+        dz, dy, dx = self.spacing_zyx_mm
+        position = (
+            np.asarray(self.origin_xyz_mm)
+            + j * dx * self.row_cosine
+            + i * dy * self.column_cosine
+            + k * dz * self.normal
+        )
+        return (float(position[0]), float(position[1]), float(position[2]))
+
+    def slice_position_mm(self, k: int) -> tuple[float, float, float]:
+        """ImagePositionPatient (x, y, z) of slice k, in mm, rounded as written."""
+        x, y, z = self.voxel_to_patient_mm((k, 0, 0))
+        return (round(x, _POSITION_DECIMALS), round(y, _POSITION_DECIMALS), round(z, _POSITION_DECIMALS))
+
+
+def _floats(values: Sequence[float], n: int, argument: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise TypeError(f"{argument} must be {n} numbers, got {values!r}") from None
+    if len(out) != n or not all(np.isfinite(out)):
+        raise ValueError(f"{argument} must be {n} finite numbers, got {values!r}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -46,12 +330,22 @@ class SeriesHeader:
     series_description: str = "AXIAL 2.5mm"
 
 
+@dataclass(frozen=True)
+class EncodedInstance:
+    """One Part 10 file: its SOPInstanceUID, InstanceNumber, the index of its slice (or image) and its bytes."""
+
+    sop_instance_uid: str
+    instance_number: int
+    slice_index: int
+    data: bytes
+
+
 def voxel_to_patient_mm(
     center_zyx_vox: tuple[float, float, float] | np.ndarray,
     spacing_zyx_mm: tuple[float, float, float],
     origin_xyz_mm: tuple[float, float, float],
 ) -> tuple[float, float, float]:
-    """Patient position (x, y, z) in mm (LPS) of a fractional voxel coordinate (z, y, x)."""
+    """Patient position (x, y, z) in mm (LPS) of a fractional voxel coordinate (z, y, x), axial orientation."""
     k, i, j = (float(c) for c in center_zyx_vox)
     dz, dy, dx = spacing_zyx_mm
     x0, y0, z0 = origin_xyz_mm
@@ -59,9 +353,262 @@ def voxel_to_patient_mm(
 
 
 def hu_to_stored(hu: np.ndarray) -> np.ndarray:
-    """Stored int16 pixel values for HU: round(HU - intercept), clipped to the int16 range."""
+    """Stored int16 pixel values for HU with the default options: round(HU + 1024), clipped to int16."""
     stored = np.rint(np.asarray(hu, dtype=np.float64) - RESCALE_INTERCEPT_HU)
     return np.clip(stored, np.iinfo(np.int16).min, np.iinfo(np.int16).max).astype(np.int16)
+
+
+def _sop_uid(uid_entropy: str | None, *parts: str) -> str:
+    """A SOPInstanceUID: derived from ``uid_entropy`` and ``parts`` when entropy is given, else random."""
+    return generate_uid(entropy_srcs=[uid_entropy, *parts]) if uid_entropy else generate_uid()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building datasets
+
+
+def _file_meta(sop_class: str, sop_uid: str, syntax: TransferSyntax) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = syntax.uid
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    return meta
+
+
+def _study_elements(ds: Dataset, header: SeriesHeader, *, modality: str, sop_class: str) -> None:
+    """Patient, study, series and equipment attributes shared by every object of the series."""
+    ds.SpecificCharacterSet = _CHARACTER_SET
+    ds.SOPClassUID = sop_class
+    ds.StudyDate = header.study_date
+    ds.SeriesDate = header.study_date
+    ds.ContentDate = header.study_date
+    ds.StudyTime = header.study_time
+    ds.SeriesTime = header.study_time
+    ds.ContentTime = header.study_time
+    ds.AccessionNumber = header.accession_number
+    ds.Modality = modality
+    ds.Manufacturer = "nightscan-synth"
+    ds.StudyDescription = header.study_description
+    ds.SeriesDescription = header.series_description
+    ds.PatientName = header.patient_name
+    ds.PatientID = header.patient_id
+    ds.PatientBirthDate = header.patient_birth_date
+    ds.PatientSex = header.patient_sex
+    ds.StudyInstanceUID = header.study_uid
+    ds.SeriesInstanceUID = header.series_uid
+    ds.StudyID = "1"
+    ds.SeriesNumber = header.series_number
+
+
+def _image_template(
+    header: SeriesHeader,
+    options: EncodeOptions,
+    *,
+    rows: int,
+    columns: int,
+    image_type: Sequence[str],
+    orientation: Sequence[float],
+    pixel_spacing: tuple[float, float],
+    slice_thickness_mm: float | None,
+) -> Dataset:
+    """A CT image dataset without the per-slice elements (SOPInstanceUID, InstanceNumber, position, pixels)."""
+    storage = options.pixel_representation
+    ds = Dataset()
+    _study_elements(ds, header, modality="CT", sop_class=CT_IMAGE_STORAGE)
+    ds.ImageType = list(image_type)
+    ds.BodyPartExamined = "CHEST"
+    if slice_thickness_mm is not None:
+        ds.SliceThickness = slice_thickness_mm
+    ds.KVP = 120
+    ds.PatientPosition = "FFS"
+    ds.ImageOrientationPatient = list(orientation)
+    ds.FrameOfReferenceUID = header.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.PixelSpacing = list(pixel_spacing)
+    ds.BitsAllocated = 16
+    ds.BitsStored = storage.bits_stored
+    ds.HighBit = storage.bits_stored - 1
+    ds.PixelRepresentation = storage.dicom_value
+    ds.WindowCenter = -600
+    ds.WindowWidth = 1500
+    ds.RescaleIntercept = _ds_number(options.rescale_intercept)
+    ds.RescaleSlope = _ds_number(options.rescale_slope)
+    ds.RescaleType = "HU"
+    return ds
+
+
+def _ds_number(value: float) -> int | float:
+    """An integral float as int, so that DS writes "-1024" rather than "-1024.0"."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _pixel_data_element(stored: np.ndarray, options: EncodeOptions) -> DataElement:
+    """PixelData for one (rows, columns) frame of stored values, native (OW) or encapsulated (OB)."""
+    syntax = options.transfer_syntax
+    frame = np.ascontiguousarray(stored, dtype=options.pixel_representation.dtype)
+    if min(frame.shape) < syntax.min_image_size_px:
+        raise ValueError(
+            f"transfer_syntax {syntax.value!r} needs images of at least {syntax.min_image_size_px} x "
+            f"{syntax.min_image_size_px} pixels, got {frame.shape[0]} x {frame.shape[1]} (rows x columns)"
+        )
+    if not syntax.is_compressed:
+        return DataElement(0x7FE00010, "OW", frame.tobytes())
+    encoded = get_encoder(syntax.uid).encode(
+        frame,
+        rows=frame.shape[0],
+        columns=frame.shape[1],
+        samples_per_pixel=1,
+        number_of_frames=1,
+        bits_allocated=16,
+        bits_stored=options.pixel_representation.bits_stored,
+        pixel_representation=options.pixel_representation.dicom_value,
+        photometric_interpretation="MONOCHROME2",
+    )
+    element = DataElement(0x7FE00010, "OB", encapsulate([encoded]))
+    element.is_undefined_length = True
+    return element
+
+
+def _slice_elements(
+    sop_uid: str, instance_number: int, position: Sequence[float], slice_location: float, pixels: DataElement
+) -> list[DataElement]:
+    """The per-slice elements, in the order of _PER_SLICE_TAGS."""
+    return [
+        DataElement(0x00080018, "UI", sop_uid),
+        DataElement(0x00200013, "IS", instance_number),
+        DataElement(0x00200032, "DS", list(position)),
+        DataElement(0x00201041, "DS", slice_location),
+        pixels,
+    ]
+
+
+def _checked_volume(hu: np.ndarray) -> np.ndarray:
+    hu = np.asarray(hu)
+    if hu.ndim != 3:
+        raise ValueError(f"hu must be 3-D (z, y, x), got shape {hu.shape}")
+    if min(hu.shape) < 1:
+        raise ValueError(f"hu must not be empty, got shape {hu.shape}")
+    return hu
+
+
+def _instance_numbers(n_slices: int, instance_numbers: Sequence[int] | None, descending: bool) -> list[int]:
+    if instance_numbers is None:
+        return [n_slices - k for k in range(n_slices)] if descending else [k + 1 for k in range(n_slices)]
+    if descending:
+        raise ValueError("give instance_numbers or descending_instance_numbers=True, not both")
+    numbers = [int(n) for n in instance_numbers]
+    if len(numbers) != n_slices:
+        raise ValueError(f"instance_numbers must have one number per slice ({n_slices}), got {len(numbers)}")
+    if min(numbers) < 1 or len(set(numbers)) != n_slices:
+        raise ValueError(f"instance_numbers must be distinct positive integers, got {numbers[:8]}...")
+    return numbers
+
+
+class _SeriesPlan:
+    """What the slices of one CT series share, and what each slice has of its own."""
+
+    def __init__(
+        self,
+        hu: np.ndarray,
+        geometry: SeriesGeometry,
+        header: SeriesHeader,
+        options: EncodeOptions,
+        instance_numbers: list[int],
+        uid_entropy: str | None,
+    ) -> None:
+        self.hu = hu
+        self.geometry = geometry
+        self.options = options
+        self.instance_numbers = instance_numbers
+        self.uid_entropy = uid_entropy
+        dz, dy, dx = geometry.spacing_zyx_mm
+        self.template = _image_template(
+            header,
+            options,
+            rows=int(hu.shape[1]),
+            columns=int(hu.shape[2]),
+            image_type=("ORIGINAL", "PRIMARY", "AXIAL"),
+            orientation=geometry.orientation,
+            pixel_spacing=(dy, dx),
+            slice_thickness_mm=dz,
+        )
+
+    def slice_elements(self, k: int) -> tuple[str, list[DataElement]]:
+        """(SOPInstanceUID, per-slice elements) of slice k; the pixels are encoded here."""
+        sop_uid = _sop_uid(self.uid_entropy, str(k))
+        position = self.geometry.slice_position_mm(k)
+        location = round(float(np.asarray(position) @ self.geometry.normal), _POSITION_DECIMALS) + 0.0
+        pixels = _pixel_data_element(self.options.stored_from_hu(self.hu[k]), self.options)
+        return sop_uid, _slice_elements(sop_uid, self.instance_numbers[k], position, location, pixels)
+
+
+def _encode_dataset_bytes(ds: Dataset, syntax: TransferSyntax) -> bytes:
+    """The data elements of ``ds`` (no preamble, no file meta) as ``syntax`` encodes them."""
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = syntax.is_implicit_vr
+    write_dataset(fp, ds, parent_encoding=_ENCODINGS)
+    return fp.getvalue()
+
+
+class _Splicer:
+    """Part 10 bytes of the slices of one series: the shared elements are encoded once, in chunks that lie
+    between the per-slice tags, and each slice's own elements are encoded and spliced in between."""
+
+    def __init__(self, template: Dataset, syntax: TransferSyntax) -> None:
+        self.syntax = syntax
+        bounds = [Tag(0, 0), *_PER_SLICE_TAGS, Tag(0xFFFF, 0xFFFF)]
+        self.chunks: list[bytes] = []
+        for low, high in itertools.pairwise(bounds):
+            chunk = Dataset()
+            for element in template:
+                if low < element.tag < high:
+                    chunk.add(element)
+            self.chunks.append(_encode_dataset_bytes(chunk, syntax))
+
+    def encode(self, sop_uid: str, elements: list[DataElement]) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian = True
+        fp.is_implicit_VR = False
+        fp.write(_PREAMBLE)
+        write_file_meta_info(fp, _file_meta(CT_IMAGE_STORAGE, sop_uid, self.syntax), enforce_standard=True)
+        fp.is_implicit_VR = self.syntax.is_implicit_vr
+        fp.write(self.chunks[0])
+        for element, chunk in zip(elements, self.chunks[1:], strict=True):
+            write_data_element(fp, element, _ENCODINGS)
+            fp.write(chunk)
+        return fp.getvalue()
+
+
+def encode_series(
+    hu: np.ndarray,
+    geometry: SeriesGeometry,
+    header: SeriesHeader,
+    *,
+    options: EncodeOptions | None = None,
+    instance_numbers: Sequence[int] | None = None,
+    uid_entropy: str | None = None,
+) -> Iterator[EncodedInstance]:
+    """Yield one CT Image Storage Part 10 file per slice k of ``hu`` ((z, y, x), HU), in slice order.
+
+    ``instance_numbers`` gives the InstanceNumber of each slice (default k + 1); numbering may be reversed
+    or shuffled, as readers must sort by position. ``uid_entropy`` makes SOPInstanceUIDs deterministic
+    (derived from it and k). Slices are encoded one at a time, as the caller consumes them.
+    """
+    hu = _checked_volume(hu)
+    options = options or EncodeOptions()
+    plan = _SeriesPlan(
+        hu, geometry, header, options, _instance_numbers(hu.shape[0], instance_numbers, False), uid_entropy
+    )
+    splicer = _Splicer(plan.template, options.transfer_syntax)
+    for k in range(hu.shape[0]):
+        sop_uid, elements = plan.slice_elements(k)
+        yield EncodedInstance(sop_uid, plan.instance_numbers[k], k, splicer.encode(sop_uid, elements))
 
 
 def series_datasets(
@@ -72,83 +619,33 @@ def series_datasets(
     origin_xyz_mm: tuple[float, float, float] = DEFAULT_ORIGIN_XYZ_MM,
     uid_entropy: str | None = None,
     descending_instance_numbers: bool = False,
+    orientation: Sequence[float] = AXIAL_ORIENTATION,
+    options: EncodeOptions | None = None,
+    instance_numbers: Sequence[int] | None = None,
 ) -> Iterator[Dataset]:
-    """Yield one CT Image Storage dataset per slice k of `hu` ((z, y, x), HU), in slice order.
+    """Yield one CT Image Storage dataset per slice k of ``hu`` ((z, y, x), HU), in slice order.
 
-    InstanceNumber is k + 1, or n_slices - k with `descending_instance_numbers` (head-first numbering, as some
-    scanners do: readers must sort by position, never by InstanceNumber). `uid_entropy`, when given, makes
-    SOPInstanceUIDs deterministic (derived from it and the slice index).
+    InstanceNumber is k + 1, n_slices - k with ``descending_instance_numbers`` (head-first numbering, as some
+    scanners do: readers must sort by position, never by InstanceNumber), or ``instance_numbers[k]``.
+    ``uid_entropy``, when given, makes SOPInstanceUIDs deterministic (derived from it and the slice index).
+    ``dataset_to_bytes`` of each dataset equals the bytes :func:`encode_series` writes for the same slice.
     """
-    if hu.ndim != 3:
-        raise ValueError(f"hu must be 3-D (z, y, x), got shape {hu.shape}")
-    if len(spacing_zyx_mm) != 3 or min(spacing_zyx_mm) <= 0:
-        raise ValueError(f"spacing_zyx_mm must be three positive values in mm, got {spacing_zyx_mm}")
-    stored = hu_to_stored(hu)
-    dz, dy, dx = (float(s) for s in spacing_zyx_mm)
-    x0, y0, z0 = (float(v) for v in origin_xyz_mm)
-    for k in range(stored.shape[0]):
-        sop_uid = generate_uid(entropy_srcs=[uid_entropy, str(k)]) if uid_entropy else generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyDate = header.study_date
-        ds.SeriesDate = header.study_date
-        ds.ContentDate = header.study_date
-        ds.StudyTime = header.study_time
-        ds.SeriesTime = header.study_time
-        ds.ContentTime = header.study_time
-        ds.AccessionNumber = header.accession_number
-        ds.Modality = "CT"
-        ds.Manufacturer = "nightscan-synth"
-        ds.StudyDescription = header.study_description
-        ds.SeriesDescription = header.series_description
-        ds.PatientName = header.patient_name
-        ds.PatientID = header.patient_id
-        ds.PatientBirthDate = header.patient_birth_date
-        ds.PatientSex = header.patient_sex
-        ds.BodyPartExamined = "CHEST"
-        ds.SliceThickness = dz
-        ds.KVP = 120
-        ds.PatientPosition = "FFS"
-        ds.StudyInstanceUID = header.study_uid
-        ds.SeriesInstanceUID = header.series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = header.series_number
-        ds.InstanceNumber = stored.shape[0] - k if descending_instance_numbers else k + 1
-        ds.ImagePositionPatient = [round(x0, 4), round(y0, 4), round(z0 + k * dz, 4)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.FrameOfReferenceUID = header.frame_of_reference_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = round(z0 + k * dz, 4)
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = int(stored.shape[1])
-        ds.Columns = int(stored.shape[2])
-        ds.PixelSpacing = [dy, dx]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.WindowCenter = -600
-        ds.WindowWidth = 1500
-        ds.RescaleIntercept = RESCALE_INTERCEPT_HU
-        ds.RescaleSlope = RESCALE_SLOPE
-        ds.RescaleType = "HU"
-        ds.PixelData = np.ascontiguousarray(stored[k]).astype("<i2").tobytes()
+    hu = _checked_volume(hu)
+    geometry = SeriesGeometry(origin_xyz_mm, spacing_zyx_mm, tuple(orientation))  # type: ignore[arg-type]
+    options = options or EncodeOptions()
+    numbers = _instance_numbers(hu.shape[0], instance_numbers, descending_instance_numbers)
+    plan = _SeriesPlan(hu, geometry, header, options, numbers, uid_entropy)
+    for k in range(hu.shape[0]):
+        sop_uid, elements = plan.slice_elements(k)
+        ds = copy.deepcopy(plan.template)
+        for element in elements:
+            ds.add(element)
+        ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid, options.transfer_syntax)
         yield ds
 
 
 def dataset_to_bytes(ds: Dataset) -> bytes:
-    """Encode a dataset as a DICOM Part 10 file (preamble, file meta, Explicit VR Little Endian)."""
+    """Encode a dataset as a DICOM Part 10 file (preamble, file meta, the transfer syntax its file meta names)."""
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
@@ -162,15 +659,132 @@ def series_files(
     origin_xyz_mm: tuple[float, float, float] = DEFAULT_ORIGIN_XYZ_MM,
     uid_entropy: str | None = None,
     descending_instance_numbers: bool = False,
+    orientation: Sequence[float] = AXIAL_ORIENTATION,
+    options: EncodeOptions | None = None,
+    instance_numbers: Sequence[int] | None = None,
 ) -> Iterator[tuple[int, bytes]]:
-    """Yield (InstanceNumber, Part 10 bytes) for every slice of `hu` ((z, y, x), HU); see series_datasets."""
-    datasets = series_datasets(
-        hu,
-        spacing_zyx_mm,
-        header,
-        origin_xyz_mm=origin_xyz_mm,
-        uid_entropy=uid_entropy,
-        descending_instance_numbers=descending_instance_numbers,
-    )
-    for ds in datasets:
-        yield int(ds.InstanceNumber), dataset_to_bytes(ds)
+    """Yield (InstanceNumber, Part 10 bytes) for every slice of ``hu`` ((z, y, x), HU); see series_datasets."""
+    hu = _checked_volume(hu)
+    numbers = _instance_numbers(hu.shape[0], instance_numbers, descending_instance_numbers)
+    geometry = SeriesGeometry(origin_xyz_mm, spacing_zyx_mm, tuple(orientation))  # type: ignore[arg-type]
+    for instance in encode_series(
+        hu, geometry, header, options=options, instance_numbers=numbers, uid_entropy=uid_entropy
+    ):
+        yield instance.instance_number, instance.data
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Localizer and structured report
+
+
+class LocalizerView(StrEnum):
+    """Projection direction of a localizer (scout) image."""
+
+    FRONTAL = "frontal"  # through the volume's column direction (anterior-posterior for axial): coronal plane
+    LATERAL = "lateral"  # through the volume's row direction (left-right for axial): sagittal plane
+
+
+def localizer_series(
+    hu: np.ndarray,
+    geometry: SeriesGeometry,
+    header: SeriesHeader,
+    *,
+    views: Sequence[LocalizerView | str] = (LocalizerView.FRONTAL,),
+    options: EncodeOptions | None = None,
+    uid_entropy: str | None = None,
+) -> list[EncodedInstance]:
+    """A LOCALIZER series (ImageType ORIGINAL\\PRIMARY\\LOCALIZER) of 1-2 projections of ``hu`` (z, y, x).
+
+    ``header`` describes the localizer series itself (its own SeriesInstanceUID and SeriesNumber, the study's
+    other attributes). Each image is the mean HU along one in-plane axis of the volume, lying in the plane
+    through the volume's centre: rows run from the last slice to the first (orientation row_cosine or
+    column_cosine, then -normal: [1, 0, 0, 0, 0, -1] for a frontal view of an axial series). Series selection
+    must skip these images.
+    """
+    hu = _checked_volume(hu)
+    options = options or EncodeOptions()
+    chosen = [_to_enum(LocalizerView, view, "views") for view in views]
+    if not 1 <= len(chosen) <= 2 or len(set(chosen)) != len(chosen):
+        raise ValueError(f"views must be one or two distinct views, got {list(views)!r}")
+    nz, ny, nx = hu.shape
+    dz, dy, dx = geometry.spacing_zyx_mm
+    top = np.asarray(geometry.voxel_to_patient_mm((nz - 1, (ny - 1) / 2, (nx - 1) / 2)))
+    out = []
+    for index, view in enumerate(chosen):
+        if view is LocalizerView.FRONTAL:
+            image = hu.mean(axis=1)[::-1]  # (z reversed, x)
+            row_cosine, spacing = geometry.row_cosine, (dz, dx)
+            first = top - (nx - 1) / 2 * dx * geometry.row_cosine
+        else:
+            image = hu.mean(axis=2)[::-1]  # (z reversed, y)
+            row_cosine, spacing = geometry.column_cosine, (dz, dy)
+            first = top - (ny - 1) / 2 * dy * geometry.column_cosine
+        orientation = [round(float(c), _COSINE_DECIMALS) + 0.0 for c in (*row_cosine, *(-geometry.normal))]
+        ds = _image_template(
+            header,
+            options,
+            rows=int(image.shape[0]),
+            columns=int(image.shape[1]),
+            image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+            orientation=orientation,
+            pixel_spacing=spacing,
+            slice_thickness_mm=None,
+        )
+        sop_uid = _sop_uid(uid_entropy, "localizer", str(index))
+        position = [round(float(c), _POSITION_DECIMALS) + 0.0 for c in first]
+        ds.SOPInstanceUID = sop_uid
+        ds.InstanceNumber = index + 1
+        ds.ImagePositionPatient = position
+        ds.add(_pixel_data_element(options.stored_from_hu(image), options))
+        ds.file_meta = _file_meta(CT_IMAGE_STORAGE, sop_uid, options.transfer_syntax)
+        out.append(EncodedInstance(sop_uid, index + 1, index, dataset_to_bytes(ds)))
+    return out
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def structured_report(
+    header: SeriesHeader,
+    *,
+    text: str = "Synthetic screening study; findings are in the archive manifest.",
+    uid_entropy: str | None = None,
+) -> EncodedInstance:
+    """A Basic Text SR (SOP class 1.2.840.10008.5.1.4.1.1.88.11, Modality SR, no PixelData) as Part 10 bytes.
+
+    ``header`` describes the SR's own series in the study. Header indexing must reject it as not a CT image.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"text must be a non-empty str, got {text!r}")
+    sop_uid = _sop_uid(uid_entropy, "structured-report")
+    ds = Dataset()
+    _study_elements(ds, header, modality="SR", sop_class=BASIC_TEXT_SR_STORAGE)
+    ds.SOPInstanceUID = sop_uid
+    ds.ReferencedPerformedProcedureStepSequence = DicomSequence()
+    ds.InstanceNumber = 1
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = DicomSequence([_code("18748-4", "LN", "Diagnostic Imaging Report")])
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.PerformedProcedureCodeSequence = DicomSequence()
+    finding = Dataset()
+    finding.RelationshipType = "CONTAINS"
+    finding.ValueType = "TEXT"
+    finding.ConceptNameCodeSequence = DicomSequence([_code("121071", "DCM", "Finding")])
+    finding.TextValue = text
+    ds.ContentSequence = DicomSequence([finding])
+    ds.file_meta = _file_meta(BASIC_TEXT_SR_STORAGE, sop_uid, TransferSyntax.EXPLICIT_VR_LITTLE_ENDIAN)
+    return EncodedInstance(sop_uid, 1, 0, dataset_to_bytes(ds))
+
+
+def derived_header(
+    header: SeriesHeader, *, series_uid: str, series_number: int, series_description: str
+) -> SeriesHeader:
+    """``header`` for another series of the same study (localizer, report)."""
+    return replace(header, series_uid=series_uid, series_number=series_number, series_description=series_description)

@@ -108,7 +108,11 @@ def random_shape(
         (*_unit(rng), float(rng.uniform(2.0, 5.0)), float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.02, 0.05)))
         for _ in range(4)
     )
-    spicules = tuple((*_unit(rng), float(rng.uniform(0.5, 1.1))) for _ in range(int(rng.integers(5, 10)))) if spiculated else ()
+    spicules = (
+        tuple((*_unit(rng), float(rng.uniform(0.5, 1.1))) for _ in range(int(rng.integers(5, 10))))
+        if spiculated
+        else ()
+    )
     return NoduleShape(
         kind=kind,
         centre=tuple(float(v) for v in point),
@@ -217,5 +221,3 @@ def _axes(points: np.ndarray, pixel_mm: float) -> tuple[float, float]:
     normal = np.array([-direction[1], direction[0]])
     across = hull @ normal
     return float(dist[i, j] + pixel_mm), float(across.max() - across.min() + pixel_mm)
-
-

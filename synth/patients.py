@@ -119,7 +119,7 @@ def _plan_tracks(
         if behaviour == Behaviour.NEW and rng.random() < 0.5:
             vdt = float(np.exp(rng.uniform(np.log(60.0), np.log(1000.0))))
         if vdt is not None and span_days > 0:  # never outgrow MAX_DIAMETER_MM within the timeline
-            vdt = max(vdt, span_days / (3.0 * np.log2(MAX_DIAMETER_MM / diameter)))
+            vdt = max(vdt, span_days / (3.0 * np.log2(0.9 * MAX_DIAMETER_MM / diameter)))
         # Leave room for growth: the largest size over the whole timeline must still fit in the lung.
         shape = random_shape(
             rng,

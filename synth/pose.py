@@ -90,8 +90,14 @@ class BodyGrid:
         self, lo_body: np.ndarray, hi_body: np.ndarray, within: tuple[slice, slice, slice]
     ) -> tuple[slice, slice, slice] | None:
         """The voxel box (inside ``within``) covering the body-frame box [lo, hi] (mm); None if empty."""
-        corners = np.array([[x, y, z, 1.0] for x in (lo_body[0], hi_body[0]) for y in (lo_body[1], hi_body[1])
-                            for z in (lo_body[2], hi_body[2])])
+        corners = np.array(
+            [
+                [x, y, z, 1.0]
+                for x in (lo_body[0], hi_body[0])
+                for y in (lo_body[1], hi_body[1])
+                for z in (lo_body[2], hi_body[2])
+            ]
+        )
         voxels = (np.linalg.inv(self.voxel_to_body) @ corners.T)[:3]
         lo = np.floor(voxels.min(axis=1)).astype(int) - 1
         hi = np.ceil(voxels.max(axis=1)).astype(int) + 2

@@ -1,179 +1,235 @@
-"""Synthetic phantoms, their DICOM encoding and the archive's ground truth."""
+"""The synthetic archive: deterministic, patients over time, pixels that match the manifest, messy input."""
 
 from __future__ import annotations
 
 import io
-from collections import defaultdict
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.pixels import apply_modality_lut
+from scipy import ndimage
 
-from synth.archive import GroundTruth, generate_archive, read_ground_truth, write_ground_truth
-from synth.dicom import CT_IMAGE_STORAGE, SeriesHeader, series_files
-from synth.phantom import MAX_NODULE_DIAMETER_MM, MIN_NODULE_DIAMETER_MM, make_phantom
+from nightscan.runtime import session_factory
+from nightscan.settings import Settings
+from nightscan.storage import open_storage
+from scheduler.scan import scan
+from screening import LungRads
+from synth.archive import ArchiveOptions, GroundTruth, generate_archive, read_ground_truth, write_ground_truth
+from synth.layout import KeyLayout
+from synth.messy import Mess
+from synth.phantom import make_phantom
+from tests.conftest import ROOT
 
-SHAPE = (16, 96, 96)
-SPACING = (2.5, 3.2, 3.4)
-
-
-def _volume_from_files(files: dict[str, bytes]) -> tuple[np.ndarray, list[pydicom.Dataset]]:
-    """Decode a series into HU (z, y, x), sorted by position along the slice normal (not InstanceNumber)."""
-    datasets = [pydicom.dcmread(io.BytesIO(data)) for data in files.values()]
-    normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
-    datasets.sort(key=lambda ds: float(normal @ np.asarray(ds.ImagePositionPatient, float)))
-    hu = np.stack([apply_modality_lut(ds.pixel_array, ds) for ds in datasets]).astype(np.float32)
-    return hu, datasets
-
-
-def test_phantom_is_deterministic_for_a_seed() -> None:
-    a = make_phantom(np.random.default_rng(7), shape_zyx=SHAPE, spacing_zyx_mm=SPACING)
-    b = make_phantom(np.random.default_rng(7), shape_zyx=SHAPE, spacing_zyx_mm=SPACING)
-    c = make_phantom(np.random.default_rng(8), shape_zyx=SHAPE, spacing_zyx_mm=SPACING)
-    assert np.array_equal(a.hu, b.hu)
-    assert a.nodules == b.nodules
-    assert not np.array_equal(a.hu, c.hu)
-
-
-def test_phantom_anatomy_and_nodules() -> None:
-    phantom = make_phantom(np.random.default_rng(3), n_nodules=4)
-    hu = phantom.hu
-    assert hu.dtype == np.float32
-    assert hu.shape == (48, 128, 128)
-    assert abs(float(np.median(hu[:, :4, :4])) + 1000) < 30  # air in the corner
-    assert float(hu.max()) > 400  # spine
-    lung_fraction = float(np.mean((hu > -950) & (hu < -750)))
-    assert 0.1 < lung_fraction < 0.5
-    assert 1 <= len(phantom.nodules) <= 4
-    for nodule in phantom.nodules:
-        assert MIN_NODULE_DIAMETER_MM <= nodule.diameter_mm <= MAX_NODULE_DIAMETER_MM
-        k, i, j = np.rint(nodule.center_zyx_vox).astype(int)
-        # Nodule-like density at the centre: the whole 3x3 in-plane patch for larger nodules.
-        assert float(hu[k - 1 : k + 2, i - 1 : i + 2, j - 1 : j + 2].max()) > -300
-        if nodule.diameter_mm >= 8:
-            assert float(np.mean(hu[k, i - 1 : i + 2, j - 1 : j + 2])) > -300
-
-
-def test_phantom_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="n_nodules"):
-        make_phantom(np.random.default_rng(0), n_nodules=9)
-    with pytest.raises(ValueError, match=r"\(2.5, -1.0, 2.5\)"):
-        make_phantom(np.random.default_rng(0), spacing_zyx_mm=(2.5, -1.0, 2.5))
-
-
-def test_series_round_trip_reproduces_hu_and_geometry() -> None:
-    phantom = make_phantom(np.random.default_rng(1), shape_zyx=SHAPE, spacing_zyx_mm=SPACING)
-    header = SeriesHeader(
-        patient_id="NS9999",
-        patient_name="DOE^JANE",
-        patient_birth_date="19600101",
-        patient_sex="F",
-        study_uid="1.2.3.4",
-        series_uid="1.2.3.4.5",
-        frame_of_reference_uid="1.2.3.4.6",
-        study_date="20240101",
-        study_time="101010",
-        accession_number="A1",
-    )
-    origin = (-163.2, -150.0, -301.25)
-    files = {
-        f"{n:04d}.dcm": data
-        for n, data in series_files(phantom.hu, SPACING, header, origin_xyz_mm=origin, descending_instance_numbers=True)
-    }
-    assert sorted(files) == [f"{n:04d}.dcm" for n in range(1, SHAPE[0] + 1)]
-    hu, datasets = _volume_from_files(files)
-    assert np.max(np.abs(hu - phantom.hu)) <= 0.5 + 1e-3
-    first = datasets[0]
-    assert first.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
-    assert first.SOPClassUID == CT_IMAGE_STORAGE
-    assert first.Modality == "CT"
-    assert list(first.ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL"]
-    assert (first.Rows, first.Columns) == SHAPE[1:]
-    assert [float(v) for v in first.PixelSpacing] == [SPACING[1], SPACING[2]]
-    assert (first.RescaleIntercept, first.RescaleSlope, first.PixelRepresentation) == (-1024, 1, 1)
-    assert first.InstanceNumber == SHAPE[0]  # head-first numbering: the lowest slice has the highest number
-    for k, ds in enumerate(datasets):
-        assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
-        assert np.allclose(
-            [float(v) for v in ds.ImagePositionPatient], [origin[0], origin[1], origin[2] + k * SPACING[0]]
-        )
+OPTIONS = ArchiveOptions(shape_zyx=(64, 144, 144), spacing_zyx_mm=(4.0, 2.4, 2.4), studies_per_patient=(2, 3))
 
 
 @pytest.fixture(scope="module")
 def archive() -> tuple[dict[str, bytes], GroundTruth]:
     store: dict[str, bytes] = {}
-    truth = generate_archive(
-        store.__setitem__,
-        n_patients=2,
-        seed=11,
-        studies_per_patient=2,
-        shape_zyx=SHAPE,
-        spacing_zyx_mm=SPACING,
-    )
+    # Seed 42 holds solid, part-solid and ground-glass nodules of 9 mm and more, and growing ones.
+    truth = generate_archive(store.__setitem__, n_patients=6, seed=42, options=OPTIONS)
     return store, truth
 
 
-def test_archive_is_deterministic(archive: tuple[dict[str, bytes], GroundTruth]) -> None:
+def _series_hu(store: dict[str, bytes], study) -> tuple[np.ndarray, list[pydicom.Dataset]]:
+    """HU (z, y, x) of a study's CT series, sorted along the slice normal."""
+    datasets = [pydicom.dcmread(io.BytesIO(store[o.key])) for o in study.objects if o.role == "image"]
+    normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
+    datasets.sort(key=lambda ds: float(normal @ np.asarray(ds.ImagePositionPatient, float)))
+    return np.stack([apply_modality_lut(ds.pixel_array, ds) for ds in datasets]).astype(np.float32), datasets
+
+
+def test_same_seed_same_bytes_and_truth(archive) -> None:
     store, truth = archive
     again: dict[str, bytes] = {}
-    truth_again = generate_archive(
-        again.__setitem__,
-        n_patients=2,
-        seed=11,
-        studies_per_patient=2,
-        shape_zyx=SHAPE,
-        spacing_zyx_mm=SPACING,
-    )
-    assert truth_again == truth
-    assert again == store
+    first_two = generate_archive(again.__setitem__, n_patients=2, seed=42, options=OPTIONS)  # patients are independent
+    assert first_two.studies == [s for s in truth.studies if s.patient_id in ("NS0001", "NS0002")]
+    assert again == {o.key: store[o.key] for s in first_two.studies for o in s.objects}
+    other: dict[str, bytes] = {}
+    generate_archive(other.__setitem__, n_patients=1, seed=43, options=OPTIONS)
+    assert not set(other.values()) & set(store.values())
 
 
-def test_archive_keys_and_headers(archive: tuple[dict[str, bytes], GroundTruth]) -> None:
+def test_patients_are_followed_over_time(archive) -> None:
+    _, truth = archive
+    by_patient: dict[str, list] = {}
+    for study in truth.studies:
+        by_patient.setdefault(study.patient_id, []).append(study)
+    assert len(by_patient) == 6
+    for studies in by_patient.values():
+        assert 2 <= len(studies) <= 3
+        dates = [s.study_date for s in studies]
+        assert dates == sorted(dates) and len(set(dates)) == len(dates)
+        assert len({tuple(s.origin_xyz_mm) for s in studies} | {str(s.pose) for s in studies}) > 1
+    growing = [t for t in truth.tracks if t.behaviour == "growing" and len(t.study_uids) >= 2]
+    assert growing, "this seed should hold a growing nodule"
+    for track in growing:
+        first, last = (truth.study(uid) for uid in (track.study_uids[0], track.study_uids[-1]))
+        v1, v2 = (next(n.volume_mm3 for n in s.nodules if n.nodule_id == track.track_id) for s in (first, last))
+        days = (_date(last.study_date) - _date(first.study_date)).days
+        assert v2 / v1 == pytest.approx(2 ** (days / track.vdt_days), rel=0.15)
+    for track in truth.tracks:
+        for uid in track.study_uids:
+            assert any(n.nodule_id == track.track_id for n in truth.study(uid).nodules)
+
+
+def _date(text: str):
+    import datetime as dt
+
+    return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+
+
+def test_written_pixels_have_the_requested_densities(archive) -> None:
     store, truth = archive
-    assert len(store) == 2 * 2 * SHAPE[0]
-    assert [s.patient_id for s in truth.studies] == ["NS0001", "NS0001", "NS0002", "NS0002"]
-    assert len({s.study_uid for s in truth.studies}) == 4
-    for key, data in list(store.items())[:: SHAPE[0]]:
-        patient_id, study_uid, series_uid, name = key.split("/")
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        assert (ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID) == (
-            patient_id,
-            study_uid,
-            series_uid,
-        )
-        assert name == f"{ds.InstanceNumber:04d}.dcm"
-        assert ds.PatientName and len(ds.PatientBirthDate) == 8 and ds.PatientSex in ("M", "F")
-    first, follow_up = truth.studies[0], truth.studies[1]
-    assert follow_up.study_date > first.study_date
-    assert [n.center_xyz_mm for n in follow_up.nodules] == [n.center_xyz_mm for n in first.nodules]
+    study = next(s for s in truth.studies if s.nodules)
+    hu, _ = _series_hu(store, study)
+    counts, edges = np.histogram(hu, bins=np.arange(-1024, 1100, 10))
+    centres = (edges[:-1] + edges[1:]) / 2
+    lung_peak = centres[np.argmax(np.where((centres > -950) & (centres < -700), counts, 0))]
+    tissue_peak = centres[np.argmax(np.where((centres > -200) & (centres < 200), counts, 0))]
+    assert -880 <= lung_peak <= -820
+    assert 0 <= tissue_peak <= 70
+    checked = set()
+    for s in truth.studies:
+        volume, _ = _series_hu(store, s)
+        for n in s.nodules:
+            if n.diameter_mm < 9 or n.juxtapleural:
+                continue
+            k, i, j = (round(c) for c in n.center_zyx_vox)
+            patch = volume[k, i - 1 : i + 2, j - 1 : j + 2]
+            if n.kind == "part_solid":  # a solid core inside ground glass
+                assert patch.max() > -200 and patch.min() < -300, patch
+            else:
+                expected = {"solid": (-60, 90), "ground_glass": (-700, -480)}[n.kind]
+                assert expected[0] <= patch.mean() <= expected[1], (n.kind, patch.mean())
+            checked.add(n.kind)
+    assert checked == {"solid", "part_solid", "ground_glass"}
 
 
-def test_ground_truth_matches_dicom_geometry(archive: tuple[dict[str, bytes], GroundTruth]) -> None:
+def test_manifest_agrees_with_the_pixels(archive) -> None:
     store, truth = archive
-    series: dict[str, dict[str, bytes]] = defaultdict(dict)
-    for key, data in store.items():
-        series[key.rsplit("/", 1)[0]][key] = data
     checked = 0
     for study in truth.studies:
-        hu, datasets = _volume_from_files(series[f"{study.patient_id}/{study.study_uid}/{study.series_uid}"])
-        assert hu.shape == study.shape_zyx
+        volume, datasets = _series_hu(store, study)
         ipp0 = np.asarray(datasets[0].ImagePositionPatient, float)
-        dy, dx = (float(v) for v in datasets[0].PixelSpacing)
         dz = float(datasets[1].ImagePositionPatient[2]) - ipp0[2]
-        for nodule in study.nodules:
-            k, i, j = nodule.center_zyx_vox
-            expected = ipp0 + np.array([j * dx, i * dy, k * dz])
-            assert np.allclose(nodule.center_xyz_mm, expected, atol=1e-2)
-            ki, ii, ji = np.rint(nodule.center_zyx_vox).astype(int)
-            assert float(hu[ki - 1 : ki + 2, ii - 1 : ii + 2, ji - 1 : ji + 2].max()) > -300
+        dy, dx = (float(v) for v in datasets[0].PixelSpacing)
+        for n in study.nodules:
+            k, i, j = n.center_zyx_vox
+            assert np.allclose(n.center_xyz_mm, ipp0 + np.array([j * dx, i * dy, k * dz]), atol=0.02)
+            if n.diameter_mm < 10 or n.juxtapleural:
+                continue
+            threshold = -400.0 if n.kind == "solid" else -725.0  # halfway to the lung (-850 HU)
+            measured = _blob_diameter_mm(volume[round(k)], (i, j), dx, threshold)
+            assert measured == pytest.approx(n.diameter_mm, rel=0.3), (n, measured)
             checked += 1
-    assert checked > 0
+    assert checked >= 3
 
 
-def test_ground_truth_json_round_trip(archive: tuple[dict[str, bytes], GroundTruth], tmp_path) -> None:
+def _blob_diameter_mm(image: np.ndarray, centre: tuple[float, float], pixel_mm: float, threshold_hu: float) -> float:
+    """Twice the median distance (mm) from ``centre`` to the blob's edge along 16 rays of an axial slice.
+
+    The median ignores the few rays that run into a vessel touching the nodule.
+    """
+    radii = []
+    for angle in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+        step = np.array([np.sin(angle), np.cos(angle)]) * 0.25
+        point = np.array(centre, dtype=float)
+        while 0 <= point[0] < image.shape[0] - 1 and 0 <= point[1] < image.shape[1] - 1:
+            if ndimage.map_coordinates(image, point[:, None], order=1)[0] < threshold_hu:
+                break
+            point += step
+        radii.append(np.linalg.norm(point - centre) * pixel_mm)
+    return 2 * float(np.median(radii))
+
+
+def test_exam_category_is_the_most_suspicious_nodule(archive) -> None:
+    _, truth = archive
+    categories = {s.lung_rads for s in truth.studies}
+    assert len(categories) >= 2
+    for study in truth.studies:
+        nodule_categories = [LungRads(n.lung_rads) for n in study.nodules]
+        assert LungRads(study.lung_rads) == max(nodule_categories, default=LungRads("1"))
+        for n in study.nodules:
+            assert 0 < n.brock_probability < 1 and n.lobe in ("RUL", "RML", "RLL", "LUL", "LLL")
+            assert n.diameter_mm == pytest.approx((n.long_axis_mm + n.short_axis_mm) / 2, abs=0.06)
+
+
+def test_ground_truth_json_round_trip(archive, tmp_path: Path) -> None:
     _, truth = archive
     assert GroundTruth.from_json(truth.to_json()) == truth
-    path = write_ground_truth(truth, tmp_path / "truth" / "gt.json")
-    assert read_ground_truth(path) == truth
-    assert truth.study(truth.studies[2].study_uid) == truth.studies[2]
+    assert read_ground_truth(write_ground_truth(truth, tmp_path / "gt.json")) == truth
+
+
+def test_messy_archive_is_fully_accounted_for_by_the_scanner(tmp_path: Path, sqlite_url: str) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
+    storage = open_storage(settings.resolved_archive_url)
+    options = ArchiveOptions(
+        shape_zyx=(24, 64, 64), spacing_zyx_mm=(5.0, 5.0, 5.0), layout=KeyLayout.MIXED, mess=Mess.everything()
+    )
+    truth = generate_archive(storage.put, n_patients=3, seed=5, options=options)
+    report = scan(settings.resolved_archive_url, settings, session_factory(settings), send=None)
+    roles = [o.role for s in truth.studies for o in s.objects]
+    assert report.listed == len(roles)
+    assert report.status == {
+        "indexed": roles.count("image") + roles.count("localizer"),
+        "duplicate": roles.count("duplicate"),
+        "rejected": roles.count("structured_report") + roles.count("truncated"),
+    }
+    assert report.planned == len(truth.studies)  # one CT series chosen per study, never the localizer
+
+
+def test_phantom_is_deterministic_and_its_nodules_are_inside() -> None:
+    a = make_phantom(np.random.default_rng(7), n_nodules=3)
+    b = make_phantom(np.random.default_rng(7), n_nodules=3)
+    assert np.array_equal(a.hu, b.hu) and a.nodules == b.nodules
+    assert len(a.nodules) == 3
+    for n in a.nodules:
+        assert all(0 <= c < s for c, s in zip(n.center_zyx_vox, a.hu.shape, strict=True))
+    with pytest.raises(ValueError, match="n_nodules"):
+        make_phantom(np.random.default_rng(0), n_nodules=9)
+
+
+def test_cli_writes_archive_truth_and_preview(tmp_path: Path) -> None:
+    out = tmp_path / "archive"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nightscan.cli",
+            "synth",
+            out.as_uri(),
+            "--patients",
+            "2",
+            "--studies",
+            "1-2",
+            "--shape",
+            "40x96x96",
+            "--spacing",
+            "6x3.4x3.4",
+            "--mess",
+            "all",
+            "--layout",
+            "flat",
+            "--truth",
+            str(tmp_path / "truth.json"),
+            "--preview",
+            str(tmp_path / "preview.png"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    truth = read_ground_truth(tmp_path / "truth.json")
+    keys = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert keys == {o.key for s in truth.studies for o in s.objects}
+    assert not any(s.patient_id in key for s in truth.studies for key in keys)  # flat keys carry no PatientID
+    with Image.open(tmp_path / "preview.png") as image:
+        assert image.width > 300 and image.height > 200

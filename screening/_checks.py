@@ -7,24 +7,11 @@ Every error names the argument and shows the offending value: ``TypeError`` for 
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from numbers import Real
-from typing import TypeVar
 
-E = TypeVar("E", bound=StrEnum)
+from nightscan.enums import to_enum
 
-
-def to_enum(enum_type: type[E], value: E | str, argument: str) -> E:
-    """``value`` as a member of ``enum_type``; strings are converted once, here, at the edge of the API."""
-    if isinstance(value, enum_type):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"{argument} must be a {enum_type.__name__} or a str, got {type(value).__name__} {value!r}")
-    try:
-        return enum_type(value)
-    except ValueError:
-        allowed = ", ".join(repr(member.value) for member in enum_type)
-        raise ValueError(f"{argument} must be one of {allowed}, got {value!r}") from None
+__all__ = ["real", "to_enum"]
 
 
 def real(value: object, argument: str) -> float:

@@ -31,7 +31,6 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TypeVar
 
 import numpy as np
 from pydicom import dcmwrite
@@ -54,6 +53,8 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
+
+from nightscan.enums import to_enum
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +80,6 @@ _PER_SLICE_TAGS = (
 )
 _POSITION_DECIMALS = 4
 _COSINE_DECIMALS = 6
-
-E = TypeVar("E", bound=StrEnum)
-
-
-def _to_enum(enum_type: type[E], value: E | str, argument: str) -> E:
-    """``value`` as a member of ``enum_type``; strings are converted once, here, at the edge of the API."""
-    if isinstance(value, enum_type):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"{argument} must be a {enum_type.__name__} or a str, got {type(value).__name__} {value!r}")
-    try:
-        return enum_type(value)
-    except ValueError:
-        allowed = ", ".join(repr(member.value) for member in enum_type)
-        raise ValueError(f"{argument} must be one of {allowed}, got {value!r}") from None
 
 
 class TransferSyntax(StrEnum):
@@ -180,7 +166,7 @@ class CodecUnavailableError(RuntimeError):
 
 def codec_is_available(transfer_syntax: TransferSyntax | str) -> bool:
     """Whether pixel data can be encoded in ``transfer_syntax`` with the packages installed here."""
-    syntax = _to_enum(TransferSyntax, transfer_syntax, "transfer_syntax")
+    syntax = to_enum(TransferSyntax, transfer_syntax, "transfer_syntax")
     if not syntax.is_compressed:
         return True
     return bool(get_encoder(syntax.uid).is_available)
@@ -188,7 +174,7 @@ def codec_is_available(transfer_syntax: TransferSyntax | str) -> bool:
 
 def require_codec(transfer_syntax: TransferSyntax | str) -> TransferSyntax:
     """``transfer_syntax`` as an enum; raises CodecUnavailableError naming the package to install."""
-    syntax = _to_enum(TransferSyntax, transfer_syntax, "transfer_syntax")
+    syntax = to_enum(TransferSyntax, transfer_syntax, "transfer_syntax")
     if not codec_is_available(syntax):
         raise CodecUnavailableError(
             f"transfer_syntax {syntax.value!r} ({syntax.uid.name}, {syntax.uid}) needs an encoder that is not "
@@ -214,7 +200,7 @@ class EncodeOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "transfer_syntax", require_codec(self.transfer_syntax))
-        storage = _to_enum(PixelRepresentation, self.pixel_representation, "pixel_representation")
+        storage = to_enum(PixelRepresentation, self.pixel_representation, "pixel_representation")
         object.__setattr__(self, "pixel_representation", storage)
         for name in ("rescale_intercept", "rescale_slope"):
             value = getattr(self, name)
@@ -703,7 +689,7 @@ def localizer_series(
     """
     hu = _checked_volume(hu)
     options = options or EncodeOptions()
-    chosen = [_to_enum(LocalizerView, view, "views") for view in views]
+    chosen = [to_enum(LocalizerView, view, "views") for view in views]
     if not 1 <= len(chosen) <= 2 or len(set(chosen)) != len(chosen):
         raise ValueError(f"views must be one or two distinct views, got {list(views)!r}")
     nz, ny, nx = hu.shape

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 from enum import StrEnum
 
+from nightscan.enums import to_enum
+
 FLAT_ROOT = "objects"
 
 
@@ -24,15 +26,7 @@ class KeyLayout(StrEnum):
 
 
 def _layout(value: KeyLayout | str) -> KeyLayout:
-    if isinstance(value, KeyLayout):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"layout must be a KeyLayout or a str, got {type(value).__name__} {value!r}")
-    try:
-        return KeyLayout(value)
-    except ValueError:
-        allowed = ", ".join(repr(member.value) for member in KeyLayout)
-        raise ValueError(f"layout must be one of {allowed}, got {value!r}") from None
+    return to_enum(KeyLayout, value, "layout")
 
 
 def _sha1(text: str) -> str:

@@ -16,6 +16,7 @@ MIN_HU, MAX_HU = -1024.0, 3071.0  # what a 12-bit CT scanner reports
 SLAB_SLICES = 16
 TABLE_SKIN_HU, TABLE_CORE_HU = 300.0, -850.0
 REFERENCE_MAS, REFERENCE_NOISE_HU = 100.0, 18.0
+NOISE_CORRELATION_PX = 0.6  # CT noise is correlated in plane
 
 
 def noise_sd_hu(mas: float) -> float:
@@ -46,24 +47,32 @@ def render_study(
     mas: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """HU volume (float32, z y x) of ``anatomy`` with ``nodules`` (shape, scale) in ``pose`` on ``grid``."""
+    """HU volume (float32, z y x) of ``anatomy`` with ``nodules`` (shape, scale) in ``pose`` on ``grid``.
+
+    Noise has the standard deviation :func:`noise_sd_hu` gives for ``mas``, correlated in plane.
+    """
     body = BodyGrid(grid, pose)
     nz, ny, nx = grid.shape_zyx
     hu = np.empty(grid.shape_zyx, dtype=np.float32)
     table_top_y = pose.shift_mm[1] + anatomy.body_semi_axes[1] + 1.0
+    noise_scale = noise_sd_hu(mas) / _filtered_noise_sd(NOISE_CORRELATION_PX)
     for k0 in range(0, nz, SLAB_SLICES):
         box = (slice(k0, min(k0 + SLAB_SLICES, nz)), slice(0, ny), slice(0, nx))
         slab, lung = draw_anatomy(anatomy, body, box)
         for shape, scale in nodules:
             draw_nodule(slab, body, box, shape, scale, lung)
         _draw_table(slab, grid, box, table_top_y)
-        hu[box] = slab
-    sd = noise_sd_hu(mas)
-    noise = rng.standard_normal(size=grid.shape_zyx, dtype=np.float32)
-    noise = ndimage.gaussian_filter(noise, sigma=(0.0, 0.6, 0.6))  # CT noise is correlated in plane
-    hu += noise * (sd / max(float(noise.std()), 1e-6))
-    np.clip(hu, MIN_HU, MAX_HU, out=hu)
+        noise = rng.standard_normal(size=slab.shape, dtype=np.float32)
+        slab += ndimage.gaussian_filter(noise, sigma=(0.0, NOISE_CORRELATION_PX, NOISE_CORRELATION_PX)) * noise_scale
+        hu[box] = np.clip(slab, MIN_HU, MAX_HU)
     return hu
+
+
+def _filtered_noise_sd(sigma_px: float) -> float:
+    """Standard deviation of unit white noise after the in-plane Gaussian filter: the kernel's L2 norm."""
+    delta = np.zeros((1, 33, 33))
+    delta[0, 16, 16] = 1.0
+    return float(np.sqrt((ndimage.gaussian_filter(delta, sigma=(0.0, sigma_px, sigma_px)) ** 2).sum()))
 
 
 def _draw_table(hu: np.ndarray, grid: Grid, box: tuple[slice, slice, slice], top_y: float) -> None:

@@ -219,34 +219,42 @@ def draw_anatomy(anatomy: Anatomy, body: BodyGrid, box: Box) -> tuple[np.ndarray
 
 
 def _draw_spine(hu: np.ndarray, anatomy: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> None:
+    """Vertebral bodies (cortex, marrow, a disc every 28 mm) and the spinal canal behind them."""
     r = anatomy.vertebra_radius
+    near = np.nonzero((np.abs(x) < r + 16.0) & (y > anatomy.spine_y - r - 3.0) & (y < anatomy.spine_y + r + 23.0))
+    x, y, z = x[near], y[near], z[near]
+    region = hu[near]
     dist = np.sqrt(x**2 + (y - anatomy.spine_y) ** 2)
-    body = soft_inside(r - dist)
     disc = soft_inside(2.5 - np.abs(((z + 7.0) % 28.0) - 14.0))  # a 5 mm disc every 28 mm
     value = np.where(dist > r - 2.0, CORTEX_HU, MARROW_HU)
-    blend(hu, body, np.where(disc > 0.5, DISC_HU, value))
+    blend(region, soft_inside(r - dist), np.where(disc > 0.5, DISC_HU, value))
     canal = np.sqrt(x**2 + (y - anatomy.spine_y - r - 7.0) ** 2)
-    blend(hu, soft_inside(13.0 - canal), CORTEX_HU * 0.75)
-    blend(hu, soft_inside(7.0 - canal), CSF_HU)
+    blend(region, soft_inside(13.0 - canal), CORTEX_HU * 0.75)
+    blend(region, soft_inside(7.0 - canal), CSF_HU)
+    hu[near] = region
 
 
 def _draw_ribs(hu: np.ndarray, anatomy: Anatomy, x: np.ndarray, y: np.ndarray, z: np.ndarray, rho: np.ndarray) -> None:
     """Ribs hug the inside of the chest wall and descend from back to front; the sternum is in front."""
     a, b = anatomy.body_semi_axes
     mean_axis = (a + b) / 2
+    ring = 1.0 - (anatomy.fat_mm + 9.0) / mean_axis
+    near = np.nonzero(np.abs(rho - ring) * mean_axis < 8.0)  # only the band of the chest wall
+    x, y, z = x[near], y[near], z[near]
+    region = hu[near]
+    radial = (rho[near] - ring) * mean_axis
     theta = np.arctan2(x / a, y / b)  # 0 at the spine (posterior), +-pi at the sternum
     descent = 35.0 * (1.0 - np.cos(theta)) / 2.0  # ribs run ~35 mm lower in front than at the back
     along = z + descent - anatomy.rib_phase_mm
     dz = along - anatomy.rib_pitch_mm * np.round(along / anatomy.rib_pitch_mm)
-    ring = 1.0 - (anatomy.fat_mm + 9.0) / mean_axis
-    radial = (rho - ring) * mean_axis
     dist = np.sqrt((radial / 1.4) ** 2 + dz**2)  # oval cross-section, ~11 x 8 mm
     lateral = np.abs(theta) > 0.35  # no rib across the spine
     anterior = np.abs(theta) < 2.75  # ribs end at the costal cartilage, before the sternum
     weight = soft_inside(4.0 - dist) * (lateral & anterior)
-    blend(hu, weight, np.where(dist > 2.2, CORTEX_HU * 0.85, MARROW_HU))
+    blend(region, weight, np.where(dist > 2.2, CORTEX_HU * 0.85, MARROW_HU))
     sternum = soft_inside(np.minimum(14.0 - np.abs(x), 5.0 - np.abs(radial))) * (y < 0)
-    blend(hu, sternum, CORTEX_HU * 0.6)
+    blend(region, sternum, CORTEX_HU * 0.6)
+    hu[near] = region
 
 
 def paint_tube(

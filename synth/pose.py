@@ -76,6 +76,7 @@ class BodyGrid:
     def __init__(self, grid: Grid, pose: Pose) -> None:
         self.grid = grid
         self.voxel_to_body = np.linalg.inv(pose.body_to_world()) @ grid.voxel_to_world()
+        self.body_to_voxel = np.linalg.inv(self.voxel_to_body)
 
     def coords(self, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Body-frame x, y, z (mm, float32) of every voxel in ``box``, each of the box's shape."""
@@ -98,7 +99,7 @@ class BodyGrid:
                 for z in (lo_body[2], hi_body[2])
             ]
         )
-        voxels = (np.linalg.inv(self.voxel_to_body) @ corners.T)[:3]
+        voxels = (self.body_to_voxel @ corners.T)[:3]
         lo = np.floor(voxels.min(axis=1)).astype(int) - 1
         hi = np.ceil(voxels.max(axis=1)).astype(int) + 2
         box = tuple(slice(max(lo[a], w.start), min(hi[a], w.stop)) for a, w in enumerate(within))

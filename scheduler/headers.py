@@ -26,6 +26,7 @@ SUPPORTED_SOP_CLASSES = {CT_IMAGE_STORAGE: "CT Image Storage", ENHANCED_CT_IMAGE
 _PIXEL_DATA_EXPLICIT = re.compile(rb"\xe0\x7f\x10\x00(?:OB|OW)\x00\x00(....)", re.DOTALL)
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0
 
 
 class RejectedObjectError(ValueError):
@@ -69,8 +70,11 @@ def fetch_header_bytes(storage: Storage, obj: ObjectInfo, first_bytes: int) -> b
         length *= 4
 
 
-def read_header(obj: ObjectInfo, data: bytes) -> Header:
-    """Parse the header bytes of ``obj``; raise :class:`RejectedObjectError` with the reason if unusable."""
+def read_header(obj: ObjectInfo, data: bytes, tail: bytes | None = None) -> Header:
+    """Parse the header bytes of ``obj``; raise :class:`RejectedObjectError` with the reason if unusable.
+
+    ``tail`` (from :func:`fetch_tail`) lets a truncated compressed object be recognised too.
+    """
     if obj.size == 0:
         raise RejectedObjectError("empty object (0 bytes)")
     try:
@@ -88,7 +92,7 @@ def read_header(obj: ObjectInfo, data: bytes) -> Header:
     missing = [k for k in ("SeriesInstanceUID", "StudyInstanceUID", "PatientID") if not ds.get(k)]
     if missing:
         raise RejectedObjectError(f"missing required attributes: {', '.join(missing)}")
-    _check_not_truncated(obj, data)
+    _check_not_truncated(obj, data, tail)
     return Header(
         sop_instance_uid=str(ds.SOPInstanceUID),
         sop_class_uid=sop_class,
@@ -112,17 +116,41 @@ def read_header(obj: ObjectInfo, data: bytes) -> Header:
     )
 
 
-def _check_not_truncated(obj: ObjectInfo, data: bytes) -> None:
-    """Reject an object whose Pixel Data element declares more bytes than the object holds."""
+def fetch_tail(storage: Storage, obj: ObjectInfo, data: bytes) -> bytes | None:
+    """The object's last 8 bytes when its Pixel Data is encapsulated (compressed), else None.
+
+    Encapsulated Pixel Data has no declared length: a complete object ends with the sequence
+    delimiter, which a truncated one lacks. One more small ranged GET, for compressed objects only.
+    """
+    found = _pixel_data_length(data)
+    if found is None or found[1] != _UNDEFINED_LENGTH or obj.size < len(SEQUENCE_DELIMITER):
+        return None
+    if len(data) >= obj.size:
+        return data[-len(SEQUENCE_DELIMITER) :]
+    return storage.get_range(obj.key, obj.size - len(SEQUENCE_DELIMITER), len(SEQUENCE_DELIMITER))
+
+
+def _pixel_data_length(data: bytes) -> tuple[int, int] | None:
+    """(offset of the value, declared length) of the Pixel Data element in ``data``, if it is there."""
     match = _PIXEL_DATA_EXPLICIT.search(data)
-    if match is None:
-        index = data.find(_PIXEL_DATA_TAG)
-        if index < 0 or index + 8 > len(data):
-            return
-        value_start, length = index + 8, struct.unpack("<I", data[index + 4 : index + 8])[0]
-    else:
-        value_start, length = match.end(), struct.unpack("<I", match.group(1))[0]
-    if length != _UNDEFINED_LENGTH and value_start + length > obj.size:
+    if match is not None:
+        return match.end(), struct.unpack("<I", match.group(1))[0]
+    index = data.find(_PIXEL_DATA_TAG)
+    if index < 0 or index + 8 > len(data):
+        return None
+    return index + 8, struct.unpack("<I", data[index + 4 : index + 8])[0]
+
+
+def _check_not_truncated(obj: ObjectInfo, data: bytes, tail: bytes | None) -> None:
+    """Reject an object whose Pixel Data holds fewer bytes than it declares, or lacks its end delimiter."""
+    found = _pixel_data_length(data)
+    if found is None:
+        return
+    value_start, length = found
+    if length == _UNDEFINED_LENGTH:
+        if tail is not None and tail != SEQUENCE_DELIMITER:
+            raise RejectedObjectError("truncated: encapsulated Pixel Data does not end with a sequence delimiter")
+    elif value_start + length > obj.size:
         raise RejectedObjectError(
             f"truncated: Pixel Data declares {length} bytes but only {obj.size - value_start} remain"
         )

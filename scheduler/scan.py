@@ -18,7 +18,7 @@ from db.models import utcnow
 from nightscan.pseudonym import redact_key
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, StorageError, open_storage
-from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, read_header
+from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, fetch_tail, read_header
 from scheduler.indexing import known_objects, mark_deleted, mark_seen, record_object
 from scheduler.planning import enqueue_planned, plan_analyses
 
@@ -79,7 +79,7 @@ def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> tuple[ObjectI
     """Header of one object, or the reason it is rejected; (obj, None, None) on a transient error."""
     try:
         data = fetch_header_bytes(storage, obj, header_bytes)
-        return obj, read_header(obj, data), None
+        return obj, read_header(obj, data, fetch_tail(storage, obj, data)), None
     except RejectedObjectError as exc:
         log.info("rejected %s: %s", redact_key(obj.key), exc)
         return obj, None, str(exc)

@@ -8,7 +8,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from nightscan.storage import FileStorage, ObjectInfo, open_storage
-from scheduler.headers import RejectedObjectError, fetch_header_bytes, read_header
+from scheduler.headers import RejectedObjectError, fetch_header_bytes, fetch_tail, read_header
 from synth.archive import generate_archive
 
 
@@ -60,3 +60,26 @@ def test_truncated_object_is_rejected(archive, tmp_path: Path) -> None:
     obj = storage.put("truncated.dcm", whole[:-1000])
     with pytest.raises(RejectedObjectError, match="truncated"):
         read_header(obj, fetch_header_bytes(storage, obj, first_bytes=4096))
+
+
+def test_truncated_compressed_object_is_rejected(tmp_path: Path) -> None:
+    from synth.archive import ArchiveOptions
+    from synth.dicom import EncodeOptions
+    from synth.messy import Mess
+
+    storage = open_storage((tmp_path / "archive").as_uri())
+    options = ArchiveOptions(
+        shape_zyx=(8, 64, 64),
+        spacing_zyx_mm=(8.0, 5.0, 5.0),
+        encode=EncodeOptions(transfer_syntax="jpeg-ls-lossless"),
+        mess=Mess(truncated_file=True),
+    )
+    truth = generate_archive(storage.put, n_patients=1, seed=1, options=options)
+    for record in truth.studies[0].objects:
+        obj = next(o for page in storage.list(prefix=record.key) for o in page if o.key == record.key)
+        data = fetch_header_bytes(storage, obj, first_bytes=4096)
+        if record.role == "truncated":
+            with pytest.raises(RejectedObjectError, match="truncated: encapsulated"):
+                read_header(obj, data, fetch_tail(storage, obj, data))
+        else:
+            assert read_header(obj, data, fetch_tail(storage, obj, data)).sop_instance_uid == record.sop_instance_uid

@@ -31,7 +31,7 @@ before a model trained on real, annotated CT (for example LIDC-IDRI / LUNA16) re
 
 ## What it does
 
-Detects solid lung nodules in chest CT. Input: a volume in Hounsfield units (z, y, x) with its voxel
+Detects lung nodules (solid, part-solid and ground glass) in chest CT. Input: a volume in Hounsfield units (z, y, x) with its voxel
 spacing in mm. Output: 3-D candidates (centre in the input's voxel coordinates, extent in mm, diameter in
 mm, score 0..1), kept when the score is >= {entry.score_threshold:.3f} (chosen on validation phantoms as
 {m.get("validation", {}).get("threshold_rule", "n/a")}).
@@ -40,17 +40,21 @@ mm, score 0..1), kept when the score is >= {entry.score_threshold:.3f} (chosen o
   stride 4), square anchors of {entry.architecture.get("kwargs", {}).get("anchor_sizes", "4, 8, 16")} px,
   2.5-D input (slices k-1, k, k+1 as channels); builder `{entry.architecture["builder"]}`
   with {entry.architecture.get("kwargs", {})}. Random initialisation, no pretrained weights.
-- Per-slice boxes are linked across adjacent slices (IoU > 0.3) into 3-D candidates.
+- Per-slice boxes are linked across adjacent slices (IoU > 0.3) into 3-D candidates; a candidate whose
+  centre lies inside a better one is dropped (3-D non-maximum suppression).
+- Candidate diameters come from box sizes and are coarse; true measurement is a separate step.
 - Preprocessing `{prep.version}`: trilinear resampling to {prep.spacing_zyx_mm} mm (z, y, x), window
   {prep.window_hu[0]:g}..{prep.window_hu[1]:g} HU mapped to 0..1.
 - Weights: `{entry.weights}` (state_dict), sha256 `{entry.sha256}`.
 
 ## Training data
 
-`synth.phantom` volumes: elliptical body with a fat layer, two lungs with tapering vessels (the main
-false-positive source), a vertebra, Gaussian noise 20..40 HU, 1..4 spherical solid nodules of 5..25 mm.
-Voxel size varied (z 1.8..3.2 mm, in-plane 2.2..2.9 mm) so resampling is part of training. Augmentation:
-flips on all axes, intensity jitter, extra noise.
+`synth.phantom` volumes (the anatomy of `nightscan synth`): body with fat and soft tissue, lungs with
+branching vessels (the main false-positive source), heart, trachea, spine, ribs, sternum and table, in a
+random pose, with noise of a random dose (about 20 to 36 HU); 1..4 nodules of 4..25 mm, solid,
+part-solid or ground glass, irregular, some juxtapleural, some spiculated. Each volume covers a random
+120 mm of the lungs. Voxel size varied (z 1.8..3.2 mm, in-plane 2.2..2.9 mm) so resampling is part of
+training. Augmentation: flips on all axes, intensity jitter, extra noise.
 
 ## Measured performance (held-out synthetic phantoms)
 

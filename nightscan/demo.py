@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -32,6 +33,7 @@ from synth.archive import GroundTruth, generate_archive
 log = logging.getLogger(__name__)
 
 DEMO_SEED = 7
+LARGE_MM = 8.0  # Lung-RADS 4A at baseline starts here
 
 
 def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
@@ -54,12 +56,12 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
         finished = _wait(factory, report.enqueued, worker, timeout_s)
     finally:
         _stop_worker(worker)
-    per_study = _score_against_truth(factory, truth)
-    console.print(results_table(factory, {uid: (total, hits) for uid, (total, hits, _) in per_study.items()}))
-    total, hits, others = (sum(v) for v in zip(*per_study.values(), strict=True))
+    score = _score_against_truth(factory, truth)
+    console.print(results_table(factory, score.per_study))
     console.print(
-        f"ground truth: {hits} of {total} synthetic nodules found (a hit: centre within the nodule's radius); "
-        f"{others} findings hit no nodule"
+        f"ground truth: found {score.found_large} of {score.large} nodules of {LARGE_MM:g} mm or more and "
+        f"{score.found_small} of {score.small} smaller ones (a hit: centre within the nodule's radius); "
+        f"{score.other_findings} findings hit no nodule. The detector is provisional: see models/MODEL_CARD.md."
     )
     console.print(f"worker log: {worker_log}")
     if not finished:
@@ -114,11 +116,20 @@ def _wait(factory: sessionmaker[Session], expected: int, worker: subprocess.Pope
     return seen >= expected
 
 
-def _score_against_truth(factory: sessionmaker[Session], truth: GroundTruth) -> dict[str, tuple[int, int, int]]:
-    """StudyInstanceUID -> (true nodules, nodules found, findings that hit no nodule).
+@dataclass
+class TruthScore:
+    """How the findings compare with the synthetic ground truth."""
 
-    A finding hits a nodule when its centre lies within the nodule's radius (LUNA16).
-    """
+    per_study: dict[str, tuple[int, int]] = field(default_factory=dict)  # study UID -> (nodules, found)
+    large: int = 0
+    found_large: int = 0
+    small: int = 0
+    found_small: int = 0
+    other_findings: int = 0
+
+
+def _score_against_truth(factory: sessionmaker[Session], truth: GroundTruth) -> TruthScore:
+    """Compare findings with the truth; a finding hits a nodule when its centre lies within its radius (LUNA16)."""
     with factory() as session:
         rows = session.execute(
             select(Study.study_instance_uid, Finding.center_x_mm, Finding.center_y_mm, Finding.center_z_mm)
@@ -128,11 +139,17 @@ def _score_against_truth(factory: sessionmaker[Session], truth: GroundTruth) -> 
     found: dict[str, list[tuple[float, float, float]]] = {}
     for uid, x, y, z in rows:
         found.setdefault(uid, []).append((x, y, z))
-    scores = {}
+    score = TruthScore()
     for study in truth.studies:
         centres = found.get(study.study_uid, [])
         hit = [[math.dist(n.center_xyz_mm, c) <= n.diameter_mm / 2 for c in centres] for n in study.nodules]
-        found_nodules = sum(any(row) for row in hit)
-        misses = sum(not any(column) for column in zip(*hit, strict=True)) if hit else len(centres)
-        scores[study.study_uid] = (len(study.nodules), found_nodules, misses)
-    return scores
+        for nodule, row in zip(study.nodules, hit, strict=True):
+            if nodule.diameter_mm >= LARGE_MM:
+                score.large += 1
+                score.found_large += any(row)
+            else:
+                score.small += 1
+                score.found_small += any(row)
+        score.other_findings += sum(not any(column) for column in zip(*hit, strict=True)) if hit else len(centres)
+        score.per_study[study.study_uid] = (len(study.nodules), sum(any(row) for row in hit))
+    return score

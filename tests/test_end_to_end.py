@@ -113,4 +113,4 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("done") >= 2
-    assert "synthetic nodules found" in result.stdout
+    assert "ground truth: found" in result.stdout

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import shutil
 import tempfile
 import time
@@ -94,6 +95,8 @@ def main() -> None:
             "archive_studies_per_s": round(archive_rate, 3),
             "render_only_studies_per_s_one_process": round(render_rate, 3),
             "ratio_archive_over_render_only": round(archive_rate / render_rate, 2),
+            "peak_memory_mib_parent": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "peak_memory_mib_largest_worker": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
             "target": "50 patients x 2 studies at 256 x 256 x 100 in under 120 s on 2 cores",
         },
     )

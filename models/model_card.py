@@ -31,10 +31,10 @@ before a model trained on real, annotated CT (for example LIDC-IDRI / LUNA16) re
 
 ## What it does
 
-Detects lung nodules (solid, part-solid and ground glass) in chest CT. Input: a volume in Hounsfield units (z, y, x) with its voxel
-spacing in mm. Output: 3-D candidates (centre in the input's voxel coordinates, extent in mm, diameter in
-mm, score 0..1), kept when the score is >= {entry.score_threshold:.3f} (chosen on validation phantoms as
-{m.get("validation", {}).get("threshold_rule", "n/a")}).
+Detects lung nodules (solid, part-solid and ground glass) in chest CT. Input: a volume in Hounsfield
+units (z, y, x) with its voxel spacing in mm. Output: 3-D candidates (centre in the input's voxel
+coordinates, extent in mm, diameter in mm, score 0..1), kept when the score is >= {entry.score_threshold:.3f}
+(chosen on validation phantoms as {m.get("validation", {}).get("threshold_rule", "n/a")}).
 
 - Architecture: torchvision Faster R-CNN with a small 7-layer convolutional backbone (one feature map at
   stride 4), square anchors of {entry.architecture.get("kwargs", {}).get("anchor_sizes", "4, 8, 16")} px,

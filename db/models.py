@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Enum,
@@ -189,12 +190,53 @@ class Analysis(Base):
     timings_s: Mapped[dict[str, float] | None] = mapped_column(JSON)
     inputs: Mapped[list[list[str]] | None] = mapped_column(JSON)  # [[key, etag], ...]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     study: Mapped[Study] = relationship(back_populates="analyses")
     series: Mapped[Series] = relationship()
     findings: Mapped[list[Finding]] = relationship(back_populates="analysis", order_by="Finding.ordinal")
+
+
+class SeriesSelection(Base):
+    """Why a series was, or was not, chosen for a pipeline: the latest decision of the rules."""
+
+    __tablename__ = "series_selections"
+    __table_args__ = (UniqueConstraint("series_id", "pipeline"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    selected: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    series: Mapped[Series] = relationship()
+
+
+class RunStatus(enum.StrEnum):
+    """How a scan run ended."""
+
+    RUNNING = "running"
+    FINISHED = "finished"  # everything planned was sent
+    WINDOW_CLOSED = "window_closed"  # the overnight window ended first; the next run resumes
+    FAILED = "failed"
+
+
+class ScanRun(Base):
+    """One run of the scheduler over a source: when, how far it got, and its counts."""
+
+    __tablename__ = "scan_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    source: Mapped[str] = mapped_column(String(1024))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # end of the overnight window
+    status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"))
+    counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class Finding(Base):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
@@ -46,23 +47,46 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 @main.command()
 @click.argument("source", required=False)
 @click.option("--no-enqueue", is_flag=True, help="Index and plan, but send no task.")
+@click.option("--until", "until_text", default=None, help="End of the overnight window, HH:MM local time.")
+@click.option("--max-outstanding", type=int, default=None, help="Most analyses queued or running at once.")
 @click.pass_obj
-def scan(settings: Settings, source: str | None, no_enqueue: bool) -> None:
-    """List SOURCE (s3://bucket/prefix or file:///path), index new objects, plan, then enqueue."""
+def scan(
+    settings: Settings, source: str | None, no_enqueue: bool, until_text: str | None, max_outstanding: int | None
+) -> None:
+    """List SOURCE (s3://bucket/prefix or file:///path), index new objects, plan, then enqueue.
+
+    With --until, keeps sending as analyses finish until everything planned is sent or the window
+    closes; what is left stays planned and the next run resumes. Without it, sends one round.
+    """
     from nightscan.progress import progress_bar
     from nightscan.runtime import session_factory, task_sender
     from scheduler.scan import scan as run_scan
 
+    if max_outstanding is not None:
+        settings = Settings(**{**settings.model_dump(), "max_outstanding": max_outstanding})
+    until = _window_end(until_text) if until_text else None
     url = source or settings.resolved_archive_url
     factory = session_factory(settings)
     send = None if no_enqueue else task_sender(settings)
     with progress_bar("scanning", total=None, unit="objects") as advance:
-        report = run_scan(url, settings, factory, send, on_page=advance)
+        report = run_scan(url, settings, factory, send, on_page=advance, until=until, wait_while_full=until is not None)
     click.echo(
         f"listed {report.listed} objects ({report.unchanged} unchanged), recorded {report.status}, "
-        f"{report.errors} read errors, {report.deleted} deleted; planned {report.planned}, "
-        f"enqueued {report.enqueued} studies"
+        f"{report.errors} read errors, {report.deleted} deleted; planned {report.planned} "
+        f"({report.waiting} studies still settling), enqueued {report.enqueued}, {report.remaining} left "
+        f"({report.stopped})"
     )
+
+
+def _window_end(text: str) -> datetime:
+    """The next local time HH:MM, as an aware datetime (tonight's 06:00 is tomorrow morning)."""
+    try:
+        hour, minute = (int(v) for v in text.split(":"))
+        now = datetime.now().astimezone()
+        end = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError as exc:
+        raise click.BadParameter(f"expected HH:MM, got {text!r}", param_hint="--until") from exc
+    return end if end > now else end + timedelta(days=1)
 
 
 @main.command()
@@ -192,13 +216,16 @@ def demo(settings: Settings, patients: int, timeout: float) -> None:
 @main.command()
 @click.pass_obj
 def status(settings: Settings) -> None:
-    """Show every study's analysis and findings as a table."""
+    """Show the latest scan runs, then every study's analysis and findings."""
     from rich.console import Console
 
     from nightscan.runtime import session_factory
-    from nightscan.tables import results_table
+    from nightscan.tables import results_table, runs_table
 
-    Console().print(results_table(session_factory(settings)))
+    factory = session_factory(settings)
+    console = Console()
+    console.print(runs_table(factory))
+    console.print(results_table(factory))
 
 
 @main.group()

@@ -40,7 +40,7 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
     """Run the demo in ``<data_dir>/demo``; return a process exit code (0 when every study is done)."""
     data_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
-    demo = Settings(data_dir=data_dir, archive_url="", database_url="", broker_url="")
+    demo = Settings(data_dir=data_dir, archive_url="", database_url="", broker_url="", series_quiet_s=0)
     console = Console(width=max(Console().width, 120))
     archive = open_storage(demo.resolved_archive_url, demo)
     truth = generate_archive(archive.put, n_patients=patients, seed=DEMO_SEED)

@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     queue_gpu: str = Field(default="gpu", description="Queue for study analysis (model inference).")
     queue_cpu: str = Field(default="cpu", description="Queue for per-patient follow-up.")
     max_attempts: int = Field(default=3, description="Attempts before a study is marked failed for good.")
+    series_quiet_s: float = Field(
+        default=300.0, description="A series is ready once no object of it changed for this many seconds."
+    )
+    max_outstanding: int = Field(
+        default=64, description="Most analyses queued or running at once; the rest wait, planned, in SQL."
+    )
+    analysis_lease_s: float = Field(
+        default=14400.0, description="Seconds an analysis may stay queued or running before it is sent again."
+    )
+    enqueue_poll_s: float = Field(default=5.0, description="Seconds between enqueue rounds while at the limit.")
 
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, moto); None: AWS.")
     s3_region: str = Field(default="us-east-1", description="S3 region.")

@@ -6,7 +6,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Analysis, Instance, Patient, Study
+from db.models import Analysis, Instance, Patient, ScanRun, Study
 
 
 def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[int, int]] | None = None) -> Table:
@@ -46,4 +46,23 @@ def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[
                 total, found = truth_counts.get(a.study.study_instance_uid, (0, 0))
                 row.append(f"{found} of {total}")
             table.add_row(*row)
+    return table
+
+
+def runs_table(factory: sessionmaker[Session], limit: int = 10) -> Table:
+    """The latest scan runs: source, start, end, status and counts."""
+    table = Table(title=f"last {limit} scan runs")
+    for column in ("run", "source", "started", "finished", "status", "listed", "planned", "enqueued", "left"):
+        table.add_column(column, overflow="fold")
+    with factory() as session:
+        for run in session.scalars(select(ScanRun).order_by(ScanRun.id.desc()).limit(limit)):
+            counts = run.counts or {}
+            table.add_row(
+                str(run.id),
+                run.source,
+                f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+                f"{run.finished_at:%H:%M:%S}" if run.finished_at else "",
+                run.status.value + (f": {run.error}" if run.error else ""),
+                *(str(counts.get(k, "")) for k in ("listed", "planned", "enqueued", "remaining")),
+            )
     return table

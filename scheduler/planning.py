@@ -1,33 +1,67 @@
-"""Planning: an analysis for every study that has no result from the current model, then enqueueing.
+"""Planning and enqueueing: what to analyse, in which order, and how much at once.
 
-Analyses are committed as ``planned`` first and enqueued afterwards, one task per study, newest
-study first; a run that stops between the two leaves them planned, and the next run sends them.
+An analysis is planned for every study whose selected series is ready (unchanged for the quiet time)
+and that has no analysis by the current model. Planned analyses are committed first and sent
+afterwards, one task per study: patients with earlier findings first, then the newest studies. At
+most ``max_outstanding`` analyses are queued or running at once, and nothing is sent after the end
+of the overnight window; what is left stays planned for the next run. A reconciler returns
+analyses stuck in queued or running past their lease to planned, so they are sent again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
-from db.models import Analysis, AnalysisStatus, Instance, Series, Study
-from scheduler.selection import SeriesFacts, select_series
+from db.models import (
+    Analysis,
+    AnalysisStatus,
+    ArchiveObject,
+    Finding,
+    Instance,
+    Series,
+    SeriesSelection,
+    Study,
+    utcnow,
+)
+from scheduler.selection import Decision, SeriesFacts, rules_for, select_series
 
 log = logging.getLogger(__name__)
 
+OUTSTANDING = (AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)
 
-def plan_analyses(session: Session, pipeline: str, model: str, min_slices: int) -> list[int]:
-    """Create a planned analysis for each study lacking one for (pipeline, model); return their IDs."""
+
+@dataclass
+class PlanReport:
+    """What planning did: analyses planned, studies waiting for their series to settle, studies with no series."""
+
+    planned: list[int] = field(default_factory=list)
+    waiting: int = 0
+    no_series: int = 0
+
+
+def plan_analyses(session: Session, pipeline: str, model: str, *, quiet_s: float, now: datetime) -> PlanReport:
+    """Plan an analysis for each ready study lacking one for (pipeline, model); record every series decision."""
+    rules = rules_for(pipeline)
     has_analysis = select(Analysis.id).where(
         Analysis.study_id == Study.id, Analysis.pipeline == pipeline, Analysis.model == model
     )
-    planned: list[int] = []
+    report = PlanReport()
     for study in session.scalars(select(Study).where(~has_analysis.exists())):
-        chosen, reason = select_series(_series_facts(session, study.id), min_slices)
+        decisions = select_series(_series_facts(session, study.id), rules)
+        _record_decisions(session, pipeline, decisions, now)
+        chosen = next((d for d in decisions if d.selected), None)
         if chosen is None:
-            log.info("study %d: nothing to analyse: %s", study.id, reason)
+            report.no_series += 1
+            continue
+        last_change = _last_change(session, chosen.series_id)
+        if last_change is not None and (now - _aware(last_change)).total_seconds() < quiet_s:
+            report.waiting += 1  # still being uploaded, or just finished: plan it next time
             continue
         analysis = Analysis(
             study_id=study.id,
@@ -39,33 +73,126 @@ def plan_analyses(session: Session, pipeline: str, model: str, min_slices: int) 
         )
         session.add(analysis)
         session.flush()
-        log.info("study %d: planned analysis %d (%s)", study.id, analysis.id, reason)
-        planned.append(analysis.id)
-    return planned
+        log.info(
+            "study %d: planned analysis %d (series %d: %s)", study.id, analysis.id, chosen.series_id, chosen.reason
+        )
+        report.planned.append(analysis.id)
+    return report
 
 
-def enqueue_planned(session: Session, send: Callable[[int], None]) -> int:
-    """Send every planned analysis (newest study first) and mark it queued; return how many were sent.
+@dataclass
+class EnqueueReport:
+    """What one round of enqueueing did, and why it stopped."""
+
+    sent: int = 0
+    remaining: int = 0
+    stopped: str = "done"  # done, backpressure or window_closed
+
+
+def enqueue_planned(
+    session: Session,
+    send: Callable[[int], None],
+    *,
+    max_outstanding: int | None = None,
+    until: datetime | None = None,
+    now: Callable[[], datetime] = utcnow,
+) -> EnqueueReport:
+    """Send planned analyses in priority order until none is left, the window closes or the limit is reached.
 
     Each analysis is committed as queued right after it is sent: a crash in between re-sends one
     analysis at most, and the worker's idempotent write makes that harmless.
     """
-    ids = session.scalars(
+    ids = session.scalars(_priority_order()).all()
+    outstanding = session.scalar(select(func.count()).select_from(Analysis).where(Analysis.status.in_(OUTSTANDING)))
+    session.commit()
+    report = EnqueueReport(remaining=len(ids))
+    for analysis_id in ids:
+        if until is not None and now() >= until:
+            report.stopped = "window_closed"
+            break
+        if max_outstanding is not None and (outstanding or 0) >= max_outstanding:
+            report.stopped = "backpressure"
+            break
+        send(analysis_id)
+        session.execute(
+            update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.PLANNED)
+            .values(status=AnalysisStatus.QUEUED, queued_at=now())
+        )
+        session.commit()
+        report.sent += 1
+        report.remaining -= 1
+        outstanding = (outstanding or 0) + 1
+    return report
+
+
+def reconcile(session: Session, *, lease_s: float, now: datetime) -> int:
+    """Return analyses queued or running for longer than ``lease_s`` seconds to planned; how many."""
+    cutoff = now - timedelta(seconds=lease_s)
+    result = session.execute(
+        update(Analysis)
+        .where(
+            or_(
+                (Analysis.status == AnalysisStatus.QUEUED) & (Analysis.queued_at < cutoff),
+                (Analysis.status == AnalysisStatus.RUNNING) & (Analysis.started_at < cutoff),
+            )
+        )
+        .values(status=AnalysisStatus.PLANNED)
+    )
+    if result.rowcount:
+        log.warning(
+            "reconciler: %d analyses were past their %.0f s lease and will be sent again", result.rowcount, lease_s
+        )
+    return result.rowcount
+
+
+def _priority_order():  # type: ignore[no-untyped-def]
+    """Planned analyses: patients with findings on an earlier study first, then the newest studies."""
+    earlier = aliased(Study)
+    earlier_analysis = aliased(Analysis)
+    has_earlier_findings = (
+        select(Finding.id)
+        .join(earlier_analysis, earlier_analysis.id == Finding.analysis_id)
+        .join(earlier, earlier.id == earlier_analysis.study_id)
+        .where(earlier.patient_id == Study.patient_id, earlier.id != Study.id)
+        .exists()
+    )
+    return (
         select(Analysis.id)
         .join(Study, Study.id == Analysis.study_id)
         .where(Analysis.status == AnalysisStatus.PLANNED)
-        .order_by(Study.study_date.desc().nulls_last(), Analysis.id)
-    ).all()
-    session.commit()
-    for analysis_id in ids:
-        send(analysis_id)
-        session.execute(
-            Analysis.__table__.update()
-            .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.PLANNED)
-            .values(status=AnalysisStatus.QUEUED)
+        .order_by(has_earlier_findings.desc(), Study.study_date.desc().nulls_last(), Analysis.id)
+    )
+
+
+def _record_decisions(session: Session, pipeline: str, decisions: list[Decision], now: datetime) -> None:
+    existing = {
+        row.series_id: row
+        for row in session.scalars(
+            select(SeriesSelection).where(
+                SeriesSelection.pipeline == pipeline,
+                SeriesSelection.series_id.in_([d.series_id for d in decisions]),
+            )
         )
-        session.commit()
-    return len(ids)
+    }
+    for decision in decisions:
+        row = existing.get(decision.series_id) or SeriesSelection(series_id=decision.series_id, pipeline=pipeline)
+        row.selected, row.reason, row.decided_at = decision.selected, decision.reason, now
+        session.add(row)
+
+
+def _last_change(session: Session, series_id: int) -> datetime | None:
+    """When the series last changed in the archive: the newest last-modified time of its objects."""
+    return session.scalar(
+        select(func.max(ArchiveObject.last_modified))
+        .join(Instance, Instance.object_id == ArchiveObject.id)
+        .where(Instance.series_id == series_id)
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns: they are UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
 
 
 def _series_facts(session: Session, study_id: int) -> list[SeriesFacts]:

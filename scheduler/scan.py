@@ -7,29 +7,30 @@ so a second scan of an unchanged archive reads no object and enqueues nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import transaction
-from db.models import utcnow
+from db.models import Analysis, AnalysisStatus, RunStatus, ScanRun, utcnow
 from nightscan.pseudonym import redact_key
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, StorageError, open_storage
 from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, fetch_tail, read_header
 from scheduler.indexing import known_objects, mark_deleted, mark_seen, record_object
-from scheduler.planning import enqueue_planned, plan_analyses
+from scheduler.planning import enqueue_planned, plan_analyses, reconcile
 
 log = logging.getLogger(__name__)
-
-MIN_SLICES = 16
 
 
 @dataclass
 class ScanReport:
-    """Counts of one scan."""
+    """Counts of one scan, and how its enqueueing ended."""
 
     listed: int = 0
     unchanged: int = 0
@@ -37,7 +38,11 @@ class ScanReport:
     errors: int = 0  # transient read errors: left unrecorded, retried by the next scan
     deleted: int = 0
     planned: int = 0
+    waiting: int = 0  # studies whose series changed within the quiet time
+    reconciled: int = 0
     enqueued: int = 0
+    remaining: int = 0  # planned but not sent: the window closed, or enqueueing was not asked for
+    stopped: str = "done"
 
 
 def scan(
@@ -46,10 +51,56 @@ def scan(
     factory: sessionmaker[Session],
     send: Callable[[int], None] | None,
     on_page: Callable[[int], None] | None = None,
+    *,
+    until: datetime | None = None,
+    wait_while_full: bool = False,
 ) -> ScanReport:
-    """Scan ``source_url``; ``send(analysis_id)`` enqueues one study (None: plan but do not enqueue)."""
-    storage = open_storage(source_url, settings)
+    """Scan ``source_url``, plan, then enqueue with ``send(analysis_id)`` (None: plan only).
+
+    At most ``settings.max_outstanding`` analyses are queued or running at once; nothing is sent
+    at or after ``until``. With ``wait_while_full`` the scan keeps sending as analyses finish, until
+    everything planned is sent or the window closes; otherwise it sends one round and returns. The
+    run and its counts are recorded in ``scan_runs``.
+    """
+    with transaction(factory) as session:
+        run = ScanRun(source=source_url, status=RunStatus.RUNNING, until=until)
+        session.add(run)
     report = ScanReport()
+    try:
+        _index(source_url, settings, factory, report, on_page)
+        now = utcnow()
+        with transaction(factory) as session:
+            report.reconciled = reconcile(session, lease_s=settings.analysis_lease_s, now=now)
+            plan = plan_analyses(
+                session, settings.pipeline, settings.detector, quiet_s=settings.series_quiet_s, now=now
+            )
+        report.planned, report.waiting = len(plan.planned), plan.waiting
+        if send is not None:
+            _send_all(factory, send, settings, report, until, wait_while_full)
+        else:
+            with factory() as session:
+                report.remaining = session.scalar(
+                    select(func.count()).select_from(Analysis).where(Analysis.status == AnalysisStatus.PLANNED)
+                )
+            report.stopped = "not_enqueued"
+    except BaseException as exc:
+        _finish(factory, run.id, report, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        raise
+    status = RunStatus.WINDOW_CLOSED if report.stopped == "window_closed" else RunStatus.FINISHED
+    _finish(factory, run.id, report, status, None)
+    log.info("scan of %s: %s", source_url, report)
+    return report
+
+
+def _index(
+    source_url: str,
+    settings: Settings,
+    factory: sessionmaker[Session],
+    report: ScanReport,
+    on_page: Callable[[int], None] | None,
+) -> None:
+    """List ``source_url`` page by page and record what is new or changed; mark what is gone."""
+    storage = open_storage(source_url, settings)
     listing_started = utcnow()
     with ThreadPoolExecutor(max_workers=settings.fetch_threads) as pool:
         for page in storage.list():
@@ -67,12 +118,38 @@ def scan(
                 on_page(len(page))
     with transaction(factory) as session:
         report.deleted = mark_deleted(session, source_url, listing_started)
-        report.planned = len(plan_analyses(session, settings.pipeline, settings.detector, MIN_SLICES))
-    if send is not None:
+
+
+def _send_all(
+    factory: sessionmaker[Session],
+    send: Callable[[int], None],
+    settings: Settings,
+    report: ScanReport,
+    until: datetime | None,
+    wait_while_full: bool,
+) -> None:
+    while True:
         with factory() as session:
-            report.enqueued = enqueue_planned(session, send)
-    log.info("scan of %s: %s", source_url, report)
-    return report
+            round_ = enqueue_planned(session, send, max_outstanding=settings.max_outstanding or None, until=until)
+        report.enqueued += round_.sent
+        report.remaining, report.stopped = round_.remaining, round_.stopped
+        if round_.stopped != "backpressure" or not wait_while_full:
+            return
+        time.sleep(settings.enqueue_poll_s)
+
+
+def _finish(
+    factory: sessionmaker[Session], run_id: int, report: ScanReport, status: RunStatus, error: str | None
+) -> None:
+    counts = {k: v for k, v in asdict(report).items() if isinstance(v, int)} | {
+        f"objects_{k}": v for k, v in report.status.items()
+    }
+    with transaction(factory) as session:
+        session.execute(
+            update(ScanRun)
+            .where(ScanRun.id == run_id)
+            .values(status=status, finished_at=utcnow(), counts=counts, error=error)
+        )
 
 
 def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> tuple[ObjectInfo, Header | None, str | None]:

@@ -144,6 +144,7 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
     bucket = f"nightscan-{uuid.uuid4().hex[:10]}"
     settings = Settings(
         data_dir=tmp_path,
+        series_quiet_s=0,
         archive_url=f"s3://{bucket}/archive",
         s3_endpoint_url=s3_endpoint,
         s3_access_key_id="testing",

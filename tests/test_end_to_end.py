@@ -67,7 +67,7 @@ def test_s3_redis_postgres_worker_end_to_end(
 
 
 def test_a_second_write_of_the_same_analysis_changes_nothing(sqlite_url: str, tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, series_quiet_s=0)
     archive = open_storage(settings.resolved_archive_url, settings)
     generate_archive(archive.put, n_patients=1, seed=2, shape_zyx=(20, 64, 64))
     factory = session_factory(settings)

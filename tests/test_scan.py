@@ -17,7 +17,7 @@ from synth.archive import generate_archive
 
 @pytest.fixture
 def setup(tmp_path: Path, sqlite_url: str):
-    settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, series_quiet_s=0)
     archive = open_storage(settings.resolved_archive_url)
     truth = generate_archive(archive.put, n_patients=2, seed=4, shape_zyx=(20, 64, 64))
     return settings, archive, truth, session_factory(settings)

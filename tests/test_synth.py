@@ -167,10 +167,10 @@ def test_ground_truth_json_round_trip(archive, tmp_path: Path) -> None:
 
 
 def test_messy_archive_is_fully_accounted_for_by_the_scanner(tmp_path: Path, sqlite_url: str) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=sqlite_url)
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, series_quiet_s=0)
     storage = open_storage(settings.resolved_archive_url)
     options = ArchiveOptions(
-        shape_zyx=(24, 64, 64), spacing_zyx_mm=(5.0, 5.0, 5.0), layout=KeyLayout.MIXED, mess=Mess.everything()
+        shape_zyx=(24, 64, 64), spacing_zyx_mm=(2.5, 5.0, 5.0), layout=KeyLayout.MIXED, mess=Mess.everything()
     )
     truth = generate_archive(storage.put, n_patients=3, seed=5, options=options)
     report = scan(settings.resolved_archive_url, settings, session_factory(settings), send=None)

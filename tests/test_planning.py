@@ -1,0 +1,152 @@
+"""Planning: recorded series decisions, quiet time, priority, backpressure, the overnight window, the reconciler."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from db.engine import transaction
+from db.models import Analysis, AnalysisStatus, RunStatus, ScanRun, Series, SeriesSelection, utcnow
+from nightscan.runtime import session_factory
+from nightscan.settings import Settings
+from nightscan.storage import open_storage
+from scheduler.planning import plan_analyses
+from scheduler.scan import scan
+from synth.archive import ArchiveOptions, generate_archive
+from synth.messy import Mess
+
+SMALL = ArchiveOptions(shape_zyx=(20, 48, 48), spacing_zyx_mm=(2.5, 7.0, 7.0))
+
+
+@pytest.fixture
+def archive(tmp_path: Path, sqlite_url: str):
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, series_quiet_s=0)
+    storage = open_storage(settings.resolved_archive_url)
+    truth = generate_archive(storage.put, n_patients=3, seed=3, options=SMALL)
+    return settings, storage, truth, session_factory(settings)
+
+
+def _statuses(factory) -> list[AnalysisStatus]:
+    with factory() as session:
+        return list(session.scalars(select(Analysis.status).order_by(Analysis.id)))
+
+
+def test_every_series_decision_is_recorded_with_its_reason(tmp_path: Path, sqlite_url: str) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, series_quiet_s=0)
+    storage = open_storage(settings.resolved_archive_url)
+    generate_archive(
+        storage.put,
+        n_patients=1,
+        seed=1,
+        options=ArchiveOptions(shape_zyx=(20, 48, 48), spacing_zyx_mm=(2.5, 7.0, 7.0), mess=Mess(localizer=True)),
+    )
+    thick = ArchiveOptions(shape_zyx=(20, 48, 48), spacing_zyx_mm=(5.0, 7.0, 7.0))
+    generate_archive(storage.put, n_patients=1, seed=2, options=thick)
+    factory = session_factory(settings)
+    report = scan(settings.resolved_archive_url, settings, factory, send=None)
+    assert report.planned == 1
+    with factory() as session:
+        decisions = [(s.selected, s.reason) for s in session.scalars(select(SeriesSelection))]
+        assert len(decisions) == len(session.scalars(select(Series)).all()) == 3  # CT, localizer, thick CT
+    assert sorted(decisions) == [
+        (False, "image type LOCALIZER"),
+        (False, "slices 5 mm thick, more than 3 mm"),
+        (True, "20 axial CT slices of 2.5 mm"),
+    ]
+
+
+def test_a_series_still_changing_waits_for_the_quiet_time(archive) -> None:
+    settings, _, truth, factory = archive
+    quiet = Settings(**{**settings.model_dump(), "series_quiet_s": 3600})
+    report = scan(settings.resolved_archive_url, quiet, factory, send=None)
+    assert (report.planned, report.waiting) == (0, len(truth.studies))
+    with transaction(factory) as session:
+        later = plan_analyses(session, "lung-ct", settings.detector, quiet_s=3600, now=utcnow() + timedelta(hours=2))
+    assert len(later.planned) == len(truth.studies)
+
+
+def test_backpressure_keeps_at_most_k_outstanding_and_the_next_run_resumes(archive) -> None:
+    settings, _, truth, factory = archive
+    limited = Settings(**{**settings.model_dump(), "max_outstanding": 2})
+    sent: list[int] = []
+    first = scan(settings.resolved_archive_url, limited, factory, sent.append)
+    assert (first.enqueued, first.remaining, first.stopped) == (2, len(truth.studies) - 2, "backpressure")
+    with transaction(factory) as session:  # the worker finishes them
+        session.execute(update(Analysis).where(Analysis.id.in_(sent)).values(status=AnalysisStatus.DONE))
+    second = scan(settings.resolved_archive_url, limited, factory, sent.append)
+    assert second.enqueued == len(truth.studies) - 2 and second.remaining == 0
+    assert sorted(sent) == sorted(set(sent)) and len(sent) == len(truth.studies)  # each sent exactly once
+
+
+def test_the_window_closes_and_the_next_run_resumes(archive) -> None:
+    settings, _, truth, factory = archive
+    sent: list[int] = []
+    closed = scan(settings.resolved_archive_url, settings, factory, sent.append, until=utcnow() - timedelta(minutes=1))
+    assert (closed.enqueued, closed.remaining, closed.stopped) == (0, len(truth.studies), "window_closed")
+    resumed = scan(settings.resolved_archive_url, settings, factory, sent.append)
+    assert resumed.enqueued == len(truth.studies) and len(set(sent)) == len(sent) == len(truth.studies)
+    with factory() as session:
+        runs = session.scalars(select(ScanRun).order_by(ScanRun.id)).all()
+    assert [r.status for r in runs] == [RunStatus.WINDOW_CLOSED, RunStatus.FINISHED]
+    assert runs[1].counts["enqueued"] == len(truth.studies)
+
+
+def test_the_reconciler_sends_again_what_outlived_its_lease(archive) -> None:
+    settings, _, truth, factory = archive
+    sent: list[int] = []
+    scan(settings.resolved_archive_url, settings, factory, sent.append)
+    with transaction(factory) as session:
+        session.execute(update(Analysis).values(queued_at=utcnow() - timedelta(seconds=settings.analysis_lease_s + 60)))
+    again = scan(settings.resolved_archive_url, settings, factory, sent.append)
+    assert again.reconciled == again.enqueued == len(truth.studies)
+    assert _statuses(factory) == [AnalysisStatus.QUEUED] * len(truth.studies)
+
+
+def test_patients_with_earlier_findings_come_first_then_the_newest(tmp_path: Path, sqlite_url: str) -> None:
+    from db.models import Finding, Study
+
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, series_quiet_s=0)
+    storage = open_storage(settings.resolved_archive_url)
+    options = ArchiveOptions(shape_zyx=(20, 48, 48), spacing_zyx_mm=(2.5, 7.0, 7.0), studies_per_patient=(2, 2))
+    truth = generate_archive(storage.put, n_patients=2, seed=8, options=options)
+    factory = session_factory(settings)
+    baseline = {s.study_uid for s in truth.studies if s.study_index == 0}
+    followups = [s for s in truth.studies if s.study_index == 1]
+    scan(settings.resolved_archive_url, settings, factory, send=None)
+    with transaction(factory) as session:  # the baselines were analysed before; one of them had a finding
+        for analysis in session.scalars(select(Analysis).join(Study)):
+            if analysis.study.study_instance_uid in baseline:
+                analysis.status = AnalysisStatus.DONE
+        suspicious = next(s for s in truth.studies if s.study_index == 0 and s.patient_id == "NS0002")
+        analysis = session.scalars(
+            select(Analysis).join(Study).where(Study.study_instance_uid == suspicious.study_uid)
+        ).one()
+        session.add(
+            Finding(
+                analysis_id=analysis.id,
+                ordinal=0,
+                label="nodule",
+                score=0.9,
+                center_x_mm=0.0,
+                center_y_mm=0.0,
+                center_z_mm=0.0,
+                diameter_mm=9.0,
+                extent_mm=[9.0, 9.0, 9.0],
+            )
+        )
+    order: list[str] = []
+
+    def send(analysis_id: int) -> None:
+        with factory() as session:
+            order.append(session.get(Analysis, analysis_id).study.patient.patient_key)
+
+    scan(settings.resolved_archive_url, settings, factory, send)
+    with factory() as session:
+        keys = {s.study_instance_uid: s.patient.patient_key for s in session.scalars(select(Study))}
+    assert len(order) == len(followups) == 2
+    # NS0001's follow-up is the newer study (seed 8): NS0002 goes first only because of its earlier finding.
+    assert max(followups, key=lambda s: s.study_date).patient_id == "NS0001"
+    assert order[0] == keys[next(s.study_uid for s in followups if s.patient_id == "NS0002")]

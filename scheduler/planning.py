@@ -6,6 +6,7 @@ afterwards, one task per study: patients with earlier findings first, then the n
 most ``max_outstanding`` analyses are queued or running at once, and nothing is sent after the end
 of the overnight window; what is left stays planned for the next run. A reconciler returns
 analyses stuck in queued or running past their lease to planned, so they are sent again.
+Sending claims each analysis in the database first, so concurrent schedulers send it once.
 """
 
 from __future__ import annotations
@@ -99,8 +100,9 @@ def enqueue_planned(
 ) -> EnqueueReport:
     """Send planned analyses in priority order until none is left, the window closes or the limit is reached.
 
-    Each analysis is committed as queued right after it is sent: a crash in between re-sends one
-    analysis at most, and the worker's idempotent write makes that harmless.
+    Each analysis is claimed (planned -> queued, committed) before it is sent, so two schedulers
+    running at once never send the same analysis. A crash between the commit and the send leaves
+    it queued but unsent; the reconciler sends it again once its lease has passed.
     """
     ids = session.scalars(_priority_order()).all()
     outstanding = session.scalar(select(func.count()).select_from(Analysis).where(Analysis.status.in_(OUTSTANDING)))
@@ -113,15 +115,17 @@ def enqueue_planned(
         if max_outstanding is not None and (outstanding or 0) >= max_outstanding:
             report.stopped = "backpressure"
             break
-        send(analysis_id)
-        session.execute(
+        claimed = session.execute(
             update(Analysis)
             .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.PLANNED)
             .values(status=AnalysisStatus.QUEUED, queued_at=now())
-        )
+        ).rowcount
         session.commit()
-        report.sent += 1
         report.remaining -= 1
+        if not claimed:
+            continue  # another scheduler sent it
+        send(analysis_id)
+        report.sent += 1
         outstanding = (outstanding or 0) + 1
     return report
 

@@ -150,3 +150,33 @@ def test_patients_with_earlier_findings_come_first_then_the_newest(tmp_path: Pat
     # NS0001's follow-up is the newer study (seed 8): NS0002 goes first only because of its earlier finding.
     assert max(followups, key=lambda s: s.study_date).patient_id == "NS0001"
     assert order[0] == keys[next(s.study_uid for s in followups if s.patient_id == "NS0002")]
+
+
+def test_two_schedulers_at_once_send_each_analysis_once(tmp_path: Path, postgres_url: str) -> None:
+    import threading
+
+    from scheduler.planning import enqueue_planned
+
+    settings = Settings(data_dir=tmp_path, database_url=postgres_url, series_quiet_s=0)
+    storage = open_storage(settings.resolved_archive_url)
+    truth = generate_archive(storage.put, n_patients=6, seed=4, options=SMALL)
+    factory = session_factory(settings)
+    scan(settings.resolved_archive_url, settings, factory, send=None)
+    sent: list[int] = []
+    lock, start = threading.Lock(), threading.Barrier(2)
+
+    def send(analysis_id: int) -> None:
+        with lock:
+            sent.append(analysis_id)
+
+    def scheduler() -> None:
+        start.wait()
+        with factory() as session:
+            enqueue_planned(session, send)
+
+    threads = [threading.Thread(target=scheduler) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(sent) == sorted(set(sent)) and len(sent) == len(truth.studies)

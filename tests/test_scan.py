@@ -34,8 +34,8 @@ def test_scan_enqueues_each_new_study_once_after_commit(setup) -> None:
     sent: list[int] = []
 
     def send(analysis_id: int) -> None:
-        with factory() as session:  # the analysis is committed before its task is sent
-            assert session.get(Analysis, analysis_id).status == AnalysisStatus.PLANNED
+        with factory() as session:  # the analysis is committed (claimed as queued) before its task is sent
+            assert session.get(Analysis, analysis_id).status == AnalysisStatus.QUEUED
         sent.append(analysis_id)
 
     first = scan(settings.resolved_archive_url, settings, factory, send)

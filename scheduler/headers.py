@@ -83,13 +83,13 @@ def read_header(obj: ObjectInfo, data: bytes, tail: bytes | None = None) -> Head
             ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
     except (InvalidDicomError, EOFError, ValueError, struct.error, OSError) as exc:
         raise RejectedObjectError(f"not a readable DICOM file: {exc}") from exc
-    sop_class = str(ds.get("SOPClassUID", ""))
-    if not sop_class or "SOPInstanceUID" not in ds:
-        raise RejectedObjectError("not DICOM: no SOP Class or SOP Instance UID")
+    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if not sop_class:
+        raise RejectedObjectError("not DICOM: no SOP Class UID")
     if sop_class not in SUPPORTED_SOP_CLASSES:
         name = pydicom.uid.UID(sop_class).name
         raise RejectedObjectError(f"not a CT image: SOP class {sop_class} ({name})")
-    missing = [k for k in ("SeriesInstanceUID", "StudyInstanceUID", "PatientID") if not ds.get(k)]
+    missing = [k for k in ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "PatientID") if not ds.get(k)]
     if missing:
         raise RejectedObjectError(f"missing required attributes: {', '.join(missing)}")
     _check_not_truncated(obj, data, tail)

@@ -225,12 +225,18 @@ class RunStatus(enum.StrEnum):
 
 
 class ScanRun(Base):
-    """One run of the scheduler over a source: when, how far it got, and its counts."""
+    """One run of the scheduler over a source: when, how far it got, and its counts.
+
+    A nightly run names its ``night`` (the date the night starts): (source, night) is unique, so
+    when two schedulers start the same night, one claims it and the other does nothing.
+    """
 
     __tablename__ = "scan_runs"
+    __table_args__ = (UniqueConstraint("source", "night"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     source: Mapped[str] = mapped_column(String(1024))
+    night: Mapped[date | None] = mapped_column(Date)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # end of the overnight window

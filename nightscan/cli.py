@@ -116,6 +116,29 @@ def worker(settings: Settings, queues: str, concurrency: int | None, pool: str) 
 
 
 @main.command()
+@click.pass_obj
+def beat(settings: Settings) -> None:
+    """Run Celery beat: it starts the nightly run at NIGHTSCAN_NIGHT_START on the cpu queue."""
+    from celery.apps.beat import Beat
+
+    from workers.app import create_app
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Beat(app=create_app(settings), loglevel=settings.log_level).run()
+
+
+@main.command()
+@click.pass_obj
+def nightly(settings: Settings) -> None:
+    """Claim tonight and run it now, until NIGHTSCAN_NIGHT_END (for cron instead of beat)."""
+    from nightscan.runtime import session_factory, task_sender
+    from scheduler.nightly import run_night
+
+    report = run_night(settings, session_factory(settings), task_sender(settings))
+    click.echo("tonight is already claimed by another scheduler" if report is None else f"night run: {report}")
+
+
+@main.command()
 @click.argument("out_url")
 @click.option("--patients", type=int, default=4, show_default=True)
 @click.option("--studies", default="1", show_default=True, help="Studies per patient: N or LOW-HIGH (1 to 4).")

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     analysis_lease_s: float = Field(
         default=14400.0, description="Seconds an analysis may stay queued or running before it is sent again."
     )
+    night_start: str = Field(default="22:00", description="When the nightly run starts (HH:MM, local time).")
+    night_end: str = Field(default="06:00", description="When the nightly window closes (HH:MM, local time).")
     enqueue_poll_s: float = Field(default=5.0, description="Seconds between enqueue rounds while at the limit.")
 
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, moto); None: AWS.")

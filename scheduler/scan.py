@@ -54,17 +54,20 @@ def scan(
     *,
     until: datetime | None = None,
     wait_while_full: bool = False,
+    run_id: int | None = None,
 ) -> ScanReport:
     """Scan ``source_url``, plan, then enqueue with ``send(analysis_id)`` (None: plan only).
 
     At most ``settings.max_outstanding`` analyses are queued or running at once; nothing is sent
     at or after ``until``. With ``wait_while_full`` the scan keeps sending as analyses finish, until
     everything planned is sent or the window closes; otherwise it sends one round and returns. The
-    run and its counts are recorded in ``scan_runs``.
+    run and its counts are recorded in ``scan_runs`` (in row ``run_id`` when the caller claimed one).
     """
-    with transaction(factory) as session:
-        run = ScanRun(source=source_url, status=RunStatus.RUNNING, until=until)
-        session.add(run)
+    if run_id is None:
+        with transaction(factory) as session:
+            run = ScanRun(source=source_url, status=RunStatus.RUNNING, until=until)
+            session.add(run)
+        run_id = run.id
     report = ScanReport()
     try:
         _index(source_url, settings, factory, report, on_page)
@@ -84,10 +87,10 @@ def scan(
                 )
             report.stopped = "not_enqueued"
     except BaseException as exc:
-        _finish(factory, run.id, report, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        _finish(factory, run_id, report, RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     status = RunStatus.WINDOW_CLOSED if report.stopped == "window_closed" else RunStatus.FINISHED
-    _finish(factory, run.id, report, status, None)
+    _finish(factory, run_id, report, status, None)
     log.info("scan of %s: %s", source_url, report)
     return report
 

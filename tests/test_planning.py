@@ -180,3 +180,31 @@ def test_two_schedulers_at_once_send_each_analysis_once(tmp_path: Path, postgres
     for thread in threads:
         thread.join()
     assert sorted(sent) == sorted(set(sent)) and len(sent) == len(truth.studies)
+
+
+def test_the_night_is_claimed_once(archive) -> None:
+    from datetime import datetime
+
+    from scheduler.nightly import night_of, parse_clock, run_night
+
+    settings, _, truth, factory = archive
+    sent: list[int] = []
+    evening = datetime(2026, 11, 25, 22, 0).astimezone()
+    first = run_night(settings, factory, sent.append, now=evening)
+    assert first is not None and first.enqueued == len(truth.studies)
+    assert run_night(settings, factory, sent.append, now=evening + timedelta(hours=3)) is None  # same night
+    assert len(sent) == len(truth.studies)
+    assert night_of(evening + timedelta(hours=4), parse_clock("06:00", "night_end")) == evening.date()
+    with factory() as session:
+        run = session.scalars(select(ScanRun).where(ScanRun.night.is_not(None))).one()
+    assert run.status == RunStatus.FINISHED and run.night == evening.date()
+
+
+def test_beat_starts_the_nightly_run_on_the_cpu_queue(tmp_path: Path) -> None:
+    from workers.app import NIGHTLY_SCAN, create_app
+
+    app = create_app(Settings(data_dir=tmp_path, night_start="21:30"))
+    entry = app.conf.beat_schedule["nightly-scan"]
+    assert entry["task"] == NIGHTLY_SCAN and entry["options"]["queue"] == "cpu"
+    assert entry["schedule"].hour == {21} and entry["schedule"].minute == {30}
+    assert NIGHTLY_SCAN in app.tasks

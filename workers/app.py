@@ -10,11 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from nightscan.settings import EMBEDDED_BROKER, Settings
+from scheduler.nightly import parse_clock
 
 ANALYZE_STUDY = "nightscan.analyze_study"
+NIGHTLY_SCAN = "nightscan.nightly_scan"
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -44,6 +47,7 @@ def create_app(settings: Settings) -> Celery:
             "or Redis redelivers tasks that are still running"
         )
     transport_options = broker_options(settings)
+    night_start = parse_clock(settings.night_start, "night_start")
     queues = [
         Queue(name, Exchange(name, type="direct"), routing_key=name)
         for name in (settings.queue_ingest, settings.queue_gpu, settings.queue_cpu)
@@ -59,7 +63,18 @@ def create_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_queues=queues,
         task_default_queue=settings.queue_cpu,
-        task_routes={ANALYZE_STUDY: {"queue": settings.queue_gpu, "routing_key": settings.queue_gpu}},
+        task_routes={
+            ANALYZE_STUDY: {"queue": settings.queue_gpu, "routing_key": settings.queue_gpu},
+            NIGHTLY_SCAN: {"queue": settings.queue_cpu, "routing_key": settings.queue_cpu},
+        },
+        beat_schedule={
+            "nightly-scan": {
+                "task": NIGHTLY_SCAN,
+                "schedule": crontab(hour=night_start.hour, minute=night_start.minute),
+                "options": {"queue": settings.queue_cpu},
+            }
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=max(settings.task_time_limit_s - 60, 1),
         broker_transport_options=transport_options,

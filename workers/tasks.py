@@ -7,11 +7,12 @@ import logging
 from celery import Celery, Task
 
 from nightscan.settings import Settings
-from workers.app import ANALYZE_STUDY
+from workers.app import ANALYZE_STUDY, NIGHTLY_SCAN
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = (10, 60, 300)
+NIGHT_TIME_LIMIT_S = 24 * 3600
 
 
 def register(app: Celery, settings: Settings) -> None:
@@ -30,3 +31,16 @@ def register(app: Celery, settings: Settings) -> None:
         except TransientError as exc:
             countdown = RETRY_BACKOFF_S[min(self.request.retries, len(RETRY_BACKOFF_S) - 1)]
             raise self.retry(exc=exc, countdown=countdown) from exc
+
+    @app.task(name=NIGHTLY_SCAN, shared=False, acks_late=False, time_limit=NIGHT_TIME_LIMIT_S, soft_time_limit=None)
+    def nightly_scan() -> str:
+        """Claim tonight and keep the gpu queue fed until the window closes (on the cpu queue).
+
+        Acknowledged on receipt: if its worker dies, the analyses it planned stay in SQL and the
+        next night, or a manual ``nightscan scan``, sends them.
+        """
+        from nightscan.runtime import session_factory, task_sender
+        from scheduler.nightly import run_night
+
+        report = run_night(settings, session_factory(settings), task_sender(settings))
+        return "claimed by another scheduler" if report is None else report.stopped

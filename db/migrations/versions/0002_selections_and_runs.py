@@ -1,8 +1,8 @@
-"""series selections, scan runs, analysis queued_at
+"""series selections, scan runs with nightly claims, analysis queued_at
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 18:50:44.858976
+Create Date: 2026-11-25 18:56:47.401761
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ def upgrade() -> None:
         "scan_runs",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("source", sa.String(length=1024), nullable=False),
+        sa.Column("night", sa.Date(), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("until", sa.DateTime(timezone=True), nullable=True),
@@ -41,6 +42,7 @@ def upgrade() -> None:
         sa.Column("counts", sa.JSON(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_scan_runs")),
+        sa.UniqueConstraint("source", "night", name=op.f("uq_scan_runs_source_night")),
     )
     op.create_table(
         "series_selections",

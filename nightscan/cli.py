@@ -49,9 +49,17 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 @click.option("--no-enqueue", is_flag=True, help="Index and plan, but send no task.")
 @click.option("--until", "until_text", default=None, help="End of the overnight window, HH:MM local time.")
 @click.option("--max-outstanding", type=int, default=None, help="Most analyses queued or running at once.")
+@click.option("--include", multiple=True, help="Scan only keys matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Never scan keys matching this glob (repeatable).")
 @click.pass_obj
 def scan(
-    settings: Settings, source: str | None, no_enqueue: bool, until_text: str | None, max_outstanding: int | None
+    settings: Settings,
+    source: str | None,
+    no_enqueue: bool,
+    until_text: str | None,
+    max_outstanding: int | None,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
 ) -> None:
     """List SOURCE (s3://bucket/prefix or file:///path), index new objects, plan, then enqueue.
 
@@ -62,8 +70,15 @@ def scan(
     from nightscan.runtime import session_factory, task_sender
     from scheduler.scan import scan as run_scan
 
+    overrides: dict[str, object] = {}
     if max_outstanding is not None:
-        settings = Settings(**{**settings.model_dump(), "max_outstanding": max_outstanding})
+        overrides["max_outstanding"] = max_outstanding
+    if include:
+        overrides["archive_include"] = list(include)
+    if exclude:
+        overrides["archive_exclude"] = list(exclude)
+    if overrides:
+        settings = Settings(**{**settings.model_dump(), **overrides})
     until = _window_end(until_text) if until_text else None
     url = source or settings.resolved_archive_url
     factory = session_factory(settings)

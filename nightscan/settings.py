@@ -29,6 +29,13 @@ class Settings(BaseSettings):
         default="",
         description="Default archive to scan: s3://bucket/prefix or file:///path. Empty: <data_dir>/archive.",
     )
+    archive_include: list[str] = Field(
+        default_factory=list,
+        description='Glob patterns of keys to scan (JSON list, e.g. ["ct/*"]); empty: every key.',
+    )
+    archive_exclude: list[str] = Field(
+        default_factory=list, description='Glob patterns of keys never to scan (JSON list, e.g. ["*.txt"]).'
+    )
     database_url: str = Field(
         default="",
         description="SQLAlchemy URL (postgresql+psycopg://host/db). Empty: SQLite at <data_dir>/nightscan.db.",

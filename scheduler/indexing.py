@@ -8,6 +8,7 @@ is stored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -85,11 +86,12 @@ def _record(
     return row.status
 
 
-def mark_deleted(session: Session, source: str, listing_started: datetime) -> int:
+def mark_deleted(session: Session, source: str, listing_started: datetime, in_scope: Callable[[str], bool]) -> int:
     """Mark objects not listed since ``listing_started`` as deleted; their instances leave the index.
 
-    Call only after a listing that completed: an interrupted one would see everything as gone.
-    Returns how many objects were marked.
+    Only objects ``in_scope`` (the keys the listing looked at) can be marked: a scan limited by
+    include or exclude patterns says nothing about the others. Call only after a listing that
+    completed: an interrupted one would see everything as gone. Returns how many were marked.
     """
     count = 0
     for row in session.scalars(
@@ -99,6 +101,8 @@ def mark_deleted(session: Session, source: str, listing_started: datetime) -> in
             ArchiveObject.status != ObjectStatus.DELETED,
         )
     ):
+        if not in_scope(row.key):
+            continue
         if row.instance is not None:
             session.delete(row.instance)
         row.status, row.reason = ObjectStatus.DELETED, "no longer listed in the archive"

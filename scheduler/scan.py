@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from fnmatch import fnmatchcase
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 class ScanReport:
     """Counts of one scan, and how its enqueueing ended."""
 
-    listed: int = 0
+    listed: int = 0  # objects considered (after include and exclude patterns)
+    excluded: int = 0
     unchanged: int = 0
     status: dict[str, int] = field(default_factory=dict)
     errors: int = 0  # transient read errors: left unrecorded, retried by the next scan
@@ -106,7 +108,9 @@ def _index(
     storage = open_storage(source_url, settings)
     listing_started = utcnow()
     with ThreadPoolExecutor(max_workers=settings.fetch_threads) as pool:
-        for page in storage.list():
+        for listed in storage.list():
+            page = [obj for obj in listed if wanted(obj.key, settings.archive_include, settings.archive_exclude)]
+            report.excluded += len(listed) - len(page)
             keys = [obj.key for obj in page]
             with factory() as session:
                 known = known_objects(session, source_url, keys)
@@ -118,9 +122,14 @@ def _index(
             report.listed += len(page)
             report.unchanged += len(page) - len(todo)
             if on_page:
-                on_page(len(page))
+                on_page(len(listed))
     with transaction(factory) as session:
-        report.deleted = mark_deleted(session, source_url, listing_started)
+        report.deleted = mark_deleted(
+            session,
+            source_url,
+            listing_started,
+            lambda key: wanted(key, settings.archive_include, settings.archive_exclude),
+        )
 
 
 def _send_all(
@@ -153,6 +162,13 @@ def _finish(
             .where(ScanRun.id == run_id)
             .values(status=status, finished_at=utcnow(), counts=counts, error=error)
         )
+
+
+def wanted(key: str, include: list[str], exclude: list[str]) -> bool:
+    """True when ``key`` matches an include pattern (or there are none) and no exclude pattern (globs)."""
+    if include and not any(fnmatchcase(key, pattern) for pattern in include):
+        return False
+    return not any(fnmatchcase(key, pattern) for pattern in exclude)
 
 
 def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> tuple[ObjectInfo, Header | None, str | None]:

@@ -87,3 +87,32 @@ def test_logs_carry_no_patient_id(setup, caplog: pytest.LogCaptureFixture) -> No
         report = scan(settings.resolved_archive_url, settings, factory, send=None)
     assert report.status["rejected"] == 1 and "notes.txt" in caplog.text
     assert patient_id not in caplog.text
+
+
+def test_include_and_exclude_patterns(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, archive, truth, factory = setup
+    archive.put("notes/readme.txt", b"not DICOM")
+    archive.put("tmp/partial.dcm", b"half an upload")
+    first_patient = truth.studies[0].patient_id
+    limited = Settings(
+        **{
+            **settings.model_dump(),
+            "archive_include": [f"{first_patient}/*", "notes/*", "tmp/*"],
+            "archive_exclude": ["*.txt", "tmp/*"],
+        }
+    )
+    report = scan(settings.resolved_archive_url, limited, factory, send=None)
+    first_study = truth.studies[0]
+    assert report.listed == first_study.n_instances and report.status == {"indexed": first_study.n_instances}
+    assert report.excluded == sum(s.n_instances for s in truth.studies[1:]) + 2
+    monkeypatch.setenv("NIGHTSCAN_ARCHIVE_EXCLUDE", '["*.txt"]')
+    assert Settings().archive_exclude == ["*.txt"]
+
+
+def test_a_narrower_scan_does_not_mark_the_rest_deleted(setup) -> None:
+    settings, _, truth, factory = setup
+    scan(settings.resolved_archive_url, settings, factory, send=None)
+    first_patient = truth.studies[0].patient_id
+    narrow = Settings(**{**settings.model_dump(), "archive_include": [f"{first_patient}/*"]})
+    assert scan(settings.resolved_archive_url, narrow, factory, send=None).deleted == 0
+    assert _statuses(factory) == {"indexed": sum(s.n_instances for s in truth.studies)}

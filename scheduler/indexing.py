@@ -43,47 +43,111 @@ def mark_seen(session: Session, source: str, keys: list[str], when: datetime) ->
     )
 
 
-def record_object(
-    session: Session, source: str, obj: ObjectInfo, header: Header | None, reason: str | None, secret: str
-) -> ObjectStatus:
-    """Upsert ``obj`` and, for an image, its instance and the series, study and patient above it."""
-    with session.no_autoflush:  # the row is complete before anything is flushed
-        status = _record(session, source, obj, header, reason, secret)
-    session.flush()
-    return status
+class PageIndexer:
+    """Records one listed page in a session, fetching each row it needs once.
 
+    The page's existing objects and instances are read in two queries; series, studies and patients
+    are looked up once per UID; new rows are written by one flush at the end of the page.
+    """
 
-def _record(
-    session: Session, source: str, obj: ObjectInfo, header: Header | None, reason: str | None, secret: str
-) -> ObjectStatus:
-    row = session.scalar(select(ArchiveObject).where(ArchiveObject.source == source, ArchiveObject.key == obj.key))
-    if row is None:
-        row = ArchiveObject(source=source, key=obj.key)
-        session.add(row)
-    row.etag, row.size, row.last_modified, row.indexed_at = obj.etag, obj.size, obj.last_modified, utcnow()
-    if row.instance is not None and (header is None or row.instance.sop_instance_uid != header.sop_instance_uid):
-        session.delete(row.instance)  # the object changed: its old instance goes
-        session.flush()
-    if header is None:
-        row.status, row.reason = ObjectStatus.REJECTED, reason
-        return row.status
-    existing = session.scalar(select(Instance).where(Instance.sop_instance_uid == header.sop_instance_uid))
-    if existing is not None and existing.archive_object is not row:
-        if existing.archive_object.status == ObjectStatus.INDEXED:
-            row.status = ObjectStatus.DUPLICATE
-            row.reason = f"duplicate of {existing.archive_object.key!r} (same SOP Instance UID)"
+    def __init__(self, session: Session, source: str, secret: str, objects: list[ObjectInfo], sops: list[str]) -> None:
+        self.session, self.source, self.secret = session, source, secret
+        keys = [o.key for o in objects]
+        self.rows = {
+            row.key: row
+            for row in session.scalars(
+                select(ArchiveObject).where(ArchiveObject.source == source, ArchiveObject.key.in_(keys))
+            )
+        }
+        self.instances = {
+            i.sop_instance_uid: i for i in session.scalars(select(Instance).where(Instance.sop_instance_uid.in_(sops)))
+        }
+        self.series: dict[str, Series] = {}
+        self.studies: dict[str, Study] = {}
+        self.patients: dict[str, Patient] = {}
+
+    def record(self, obj: ObjectInfo, header: Header | None, reason: str | None) -> ObjectStatus:
+        """Upsert ``obj`` and, for an image, its instance and the series, study and patient above it."""
+        with self.session.no_autoflush:  # rows are complete before anything is flushed
+            return self._record(obj, header, reason)
+
+    def _record(self, obj: ObjectInfo, header: Header | None, reason: str | None) -> ObjectStatus:
+        session = self.session
+        row = self.rows.get(obj.key)
+        if row is None:
+            row = self.rows[obj.key] = ArchiveObject(source=self.source, key=obj.key)
+            session.add(row)
+        row.etag, row.size, row.last_modified, row.indexed_at = obj.etag, obj.size, obj.last_modified, utcnow()
+        old = row.instance if row.id is not None else None
+        if old is not None and (header is None or old.sop_instance_uid != header.sop_instance_uid):
+            self.instances.pop(old.sop_instance_uid, None)
+            session.delete(old)  # the object changed: its old instance goes
+            session.flush()
+        if header is None:
+            row.status, row.reason = ObjectStatus.REJECTED, reason
             return row.status
-        existing.archive_object = row  # the previous holder is gone: this object takes over
-    row.status, row.reason = ObjectStatus.INDEXED, None
-    series = _series(session, header, secret)
-    instance = existing or Instance(sop_instance_uid=header.sop_instance_uid, archive_object=row)
-    instance.series = series
-    instance.sop_class_uid = header.sop_class_uid
-    instance.transfer_syntax_uid = header.transfer_syntax_uid
-    instance.instance_number = header.instance_number
-    instance.image_position = list(header.image_position) if header.image_position else None
-    session.add(instance)
-    return row.status
+        existing = self.instances.get(header.sop_instance_uid)
+        if existing is not None and existing.archive_object is not row:
+            if existing.archive_object.status == ObjectStatus.INDEXED:
+                row.status = ObjectStatus.DUPLICATE
+                row.reason = f"duplicate of {existing.archive_object.key!r} (same SOP Instance UID)"
+                return row.status
+            existing.archive_object = row  # the previous holder is gone: this object takes over
+        row.status, row.reason = ObjectStatus.INDEXED, None
+        instance = existing or Instance(sop_instance_uid=header.sop_instance_uid, archive_object=row)
+        self.instances[header.sop_instance_uid] = instance
+        instance.series = self._series(header)
+        instance.sop_class_uid = header.sop_class_uid
+        instance.transfer_syntax_uid = header.transfer_syntax_uid
+        instance.instance_number = header.instance_number
+        instance.image_position = list(header.image_position) if header.image_position else None
+        session.add(instance)
+        return row.status
+
+    def _series(self, header: Header) -> Series:
+        uid = header.series_instance_uid
+        if uid in self.series:
+            return self.series[uid]
+        series = self.session.scalar(select(Series).where(Series.series_instance_uid == uid))
+        if series is None:
+            series = Series(series_instance_uid=uid, study=self._study(header))
+            self.session.add(series)
+        series.modality = header.modality
+        series.series_number = header.series_number
+        series.frame_of_reference_uid = header.frame_of_reference_uid
+        series.image_type = list(header.image_type)
+        series.image_orientation = list(header.image_orientation) if header.image_orientation else None
+        series.slice_thickness_mm = header.slice_thickness_mm
+        series.rows, series.columns = header.rows, header.columns
+        series.updated_at = utcnow()
+        self.series[uid] = series
+        return series
+
+    def _study(self, header: Header) -> Study:
+        uid = header.study_instance_uid
+        if uid not in self.studies:
+            study = self.session.scalar(select(Study).where(Study.study_instance_uid == uid))
+            if study is None:
+                study = Study(
+                    study_instance_uid=uid,
+                    patient=self._patient(header),
+                    study_date=header.study_date,
+                    patient_age_years=header.patient_age_years,
+                )
+                self.session.add(study)
+            self.studies[uid] = study
+        return self.studies[uid]
+
+    def _patient(self, header: Header) -> Patient:
+        key = patient_key(header.patient_id, self.secret)
+        if key not in self.patients:
+            patient = self.session.scalar(select(Patient).where(Patient.patient_key == key))
+            if patient is None:
+                sex = header.patient_sex if header.patient_sex in ("M", "F") else None
+                patient = Patient(patient_key=key, sex=sex)
+                self.session.add(patient)
+            self.patients[key] = patient
+        return self.patients[key]
 
 
 def mark_deleted(session: Session, source: str, listing_started: datetime, in_scope: Callable[[str], bool]) -> int:
@@ -108,42 +172,3 @@ def mark_deleted(session: Session, source: str, listing_started: datetime, in_sc
         row.status, row.reason = ObjectStatus.DELETED, "no longer listed in the archive"
         count += 1
     return count
-
-
-def _series(session: Session, header: Header, secret: str) -> Series:
-    series = session.scalar(select(Series).where(Series.series_instance_uid == header.series_instance_uid))
-    if series is None:
-        series = Series(series_instance_uid=header.series_instance_uid, study=_study(session, header, secret))
-        session.add(series)
-    series.modality = header.modality
-    series.series_number = header.series_number
-    series.frame_of_reference_uid = header.frame_of_reference_uid
-    series.image_type = list(header.image_type)
-    series.image_orientation = list(header.image_orientation) if header.image_orientation else None
-    series.slice_thickness_mm = header.slice_thickness_mm
-    series.rows, series.columns = header.rows, header.columns
-    series.updated_at = utcnow()
-    return series
-
-
-def _study(session: Session, header: Header, secret: str) -> Study:
-    study = session.scalar(select(Study).where(Study.study_instance_uid == header.study_instance_uid))
-    if study is None:
-        study = Study(
-            study_instance_uid=header.study_instance_uid,
-            patient=_patient(session, header, secret),
-            study_date=header.study_date,
-            patient_age_years=header.patient_age_years,
-        )
-        session.add(study)
-    return study
-
-
-def _patient(session: Session, header: Header, secret: str) -> Patient:
-    key = patient_key(header.patient_id, secret)
-    patient = session.scalar(select(Patient).where(Patient.patient_key == key))
-    if patient is None:
-        patient = Patient(patient_key=key, sex=header.patient_sex if header.patient_sex in ("M", "F") else None)
-        session.add(patient)
-        session.flush()
-    return patient

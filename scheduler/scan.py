@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -23,7 +23,7 @@ from nightscan.pseudonym import redact_key
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, StorageError, open_storage
 from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, fetch_tail, read_header
-from scheduler.indexing import known_objects, mark_deleted, mark_seen, record_object
+from scheduler.indexing import PageIndexer, known_objects, mark_deleted, mark_seen
 from scheduler.planning import enqueue_planned, plan_analyses, reconcile
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def scan(
     until: datetime | None = None,
     wait_while_full: bool = False,
     run_id: int | None = None,
+    storage: Storage | None = None,
 ) -> ScanReport:
     """Scan ``source_url``, plan, then enqueue with ``send(analysis_id)`` (None: plan only).
 
@@ -64,6 +65,7 @@ def scan(
     at or after ``until``. With ``wait_while_full`` the scan keeps sending as analyses finish, until
     everything planned is sent or the window closes; otherwise it sends one round and returns. The
     run and its counts are recorded in ``scan_runs`` (in row ``run_id`` when the caller claimed one).
+    ``storage`` replaces the one opened from ``source_url`` (a benchmark counts requests with it).
     """
     if run_id is None:
         with transaction(factory) as session:
@@ -72,7 +74,7 @@ def scan(
         run_id = run.id
     report = ScanReport()
     try:
-        _index(source_url, settings, factory, report, on_page)
+        _index(storage or open_storage(source_url, settings), source_url, settings, factory, report, on_page)
         now = utcnow()
         with transaction(factory) as session:
             report.reconciled = reconcile(session, lease_s=settings.analysis_lease_s, now=now)
@@ -98,6 +100,7 @@ def scan(
 
 
 def _index(
+    storage: Storage,
     source_url: str,
     settings: Settings,
     factory: sessionmaker[Session],
@@ -105,7 +108,6 @@ def _index(
     on_page: Callable[[int], None] | None,
 ) -> None:
     """List ``source_url`` page by page and record what is new or changed; mark what is gone."""
-    storage = open_storage(source_url, settings)
     listing_started = utcnow()
     with ThreadPoolExecutor(max_workers=settings.fetch_threads) as pool:
         for listed in storage.list():
@@ -186,14 +188,16 @@ def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> tuple[ObjectI
 
 def _record(
     session: Session,
-    results: Iterable[tuple[ObjectInfo, Header | None, str | None]],
+    results: list[tuple[ObjectInfo, Header | None, str | None]],
     source: str,
     secret: str,
     report: ScanReport,
 ) -> None:
-    for obj, header, reason in results:
-        if header is None and reason is None:
-            report.errors += 1
-            continue
-        status = record_object(session, source, obj, header, reason, secret)
+    readable = [(obj, header, reason) for obj, header, reason in results if header is not None or reason is not None]
+    report.errors += len(results) - len(readable)
+    indexer = PageIndexer(
+        session, source, secret, [obj for obj, _, _ in readable], [h.sop_instance_uid for _, h, _ in readable if h]
+    )
+    for obj, header, reason in readable:
+        status = indexer.record(obj, header, reason)
         report.status[status.value] = report.status.get(status.value, 0) + 1

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     )
     detector: str = Field(default="nodule-detector@0.1.0", description="Detector model, name@version.")
     pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")
-    header_bytes: int = Field(default=65536, description="First ranged GET size when reading headers, bytes.")
+    header_bytes: int = Field(default=16384, description="First ranged GET size when reading headers, bytes.")
     fetch_threads: int = Field(default=16, description="Concurrent GETs when fetching a study's objects.")
 
     pseudonym_key: SecretStr = Field(

@@ -243,6 +243,8 @@ class ScanRun(Base):
     status: Mapped[RunStatus] = mapped_column(_enum(RunStatus, "run_status"))
     counts: Mapped[dict[str, int] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
+    batches_sent: Mapped[int] = mapped_column(Integer, default=0)  # header-indexing tasks on the ingest queue
+    batches_done: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Finding(Base):

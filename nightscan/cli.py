@@ -67,7 +67,7 @@ def scan(
     closes; what is left stays planned and the next run resumes. Without it, sends one round.
     """
     from nightscan.progress import progress_bar
-    from nightscan.runtime import session_factory, task_sender
+    from nightscan.runtime import ingest_sender, session_factory, task_sender
     from scheduler.scan import scan as run_scan
 
     overrides: dict[str, object] = {}
@@ -84,7 +84,16 @@ def scan(
     factory = session_factory(settings)
     send = None if no_enqueue else task_sender(settings)
     with progress_bar("scanning", total=None, unit="objects") as advance:
-        report = run_scan(url, settings, factory, send, on_page=advance, until=until, wait_while_full=until is not None)
+        report = run_scan(
+            url,
+            settings,
+            factory,
+            send,
+            on_page=advance,
+            until=until,
+            wait_while_full=until is not None,
+            ingest=ingest_sender(settings),
+        )
     click.echo(
         f"listed {report.listed} objects ({report.unchanged} unchanged), recorded {report.status}, "
         f"{report.errors} read errors, {report.deleted} deleted; planned {report.planned} "
@@ -146,10 +155,10 @@ def beat(settings: Settings) -> None:
 @click.pass_obj
 def nightly(settings: Settings) -> None:
     """Claim tonight and run it now, until NIGHTSCAN_NIGHT_END (for cron instead of beat)."""
-    from nightscan.runtime import session_factory, task_sender
+    from nightscan.runtime import ingest_sender, session_factory, task_sender
     from scheduler.nightly import run_night
 
-    report = run_night(settings, session_factory(settings), task_sender(settings))
+    report = run_night(settings, session_factory(settings), task_sender(settings), ingest=ingest_sender(settings))
     click.echo("tonight is already claimed by another scheduler" if report is None else f"night run: {report}")
 
 

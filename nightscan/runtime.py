@@ -25,3 +25,17 @@ def task_sender(settings: Settings) -> Callable[[int], None]:
         app.send_task(ANALYZE_STUDY, args=[analysis_id], queue=settings.queue_gpu)
 
     return send
+
+
+def ingest_sender(settings: Settings) -> Callable[[int, str, list[list[str | int]]], None] | None:
+    """Sends header-indexing batches to the ingest queue when ``index_on_workers`` is set, else None."""
+    if not settings.index_on_workers:
+        return None
+    from workers.app import INDEX_OBJECTS, create_app
+
+    app = create_app(settings)
+
+    def send(run_id: int, source: str, batch: list[list[str | int]]) -> None:
+        app.send_task(INDEX_OBJECTS, args=[run_id, source, batch], queue=settings.queue_ingest)
+
+    return send

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     )
     night_start: str = Field(default="22:00", description="When the nightly run starts (HH:MM, local time).")
     night_end: str = Field(default="06:00", description="When the nightly window closes (HH:MM, local time).")
+    index_on_workers: bool = Field(
+        default=False, description="Read headers in ingest-queue tasks on CPU workers instead of in the scanner."
+    )
+    ingest_batch_size: int = Field(default=200, description="Objects per header-indexing task.")
+    ingest_wait_s: float = Field(default=3600.0, description="Most seconds a scan waits for its ingest tasks.")
     enqueue_poll_s: float = Field(default=5.0, description="Seconds between enqueue rounds while at the limit.")
 
     s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, moto); None: AWS.")

@@ -8,16 +8,18 @@ is stored.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from db.models import ArchiveObject, Instance, ObjectStatus, Patient, Series, Study, utcnow
-from nightscan.pseudonym import patient_key
-from nightscan.storage import ObjectInfo
-from scheduler.headers import Header
+from nightscan.pseudonym import patient_key, redact_key
+from nightscan.storage import ObjectInfo, Storage, StorageError
+from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, fetch_tail, read_header
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +174,38 @@ def mark_deleted(session: Session, source: str, listing_started: datetime, in_sc
         row.status, row.reason = ObjectStatus.DELETED, "no longer listed in the archive"
         count += 1
     return count
+
+
+HeaderResult = tuple[ObjectInfo, Header | None, str | None]  # (object, header, rejection reason)
+
+
+def read_headers(
+    storage: Storage, objects: list[ObjectInfo], header_bytes: int, pool: ThreadPoolExecutor
+) -> list[HeaderResult]:
+    """Each object's header, or the reason it is rejected; (obj, None, None) on a transient read error."""
+    return list(pool.map(lambda obj: _read(storage, obj, header_bytes), objects))
+
+
+def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> HeaderResult:
+    try:
+        data = fetch_header_bytes(storage, obj, header_bytes)
+        return obj, read_header(obj, data, fetch_tail(storage, obj, data)), None
+    except RejectedObjectError as exc:
+        log.info("rejected %s: %s", redact_key(obj.key), exc)
+        return obj, None, str(exc)
+    except StorageError as exc:
+        log.warning("could not read %s, will retry next scan: %s", redact_key(obj.key), type(exc).__name__)
+        return obj, None, None
+
+
+def record_page(session: Session, results: list[HeaderResult], source: str, secret: str) -> Counter[str]:
+    """Record a page of header results; counts by status, plus ``errors`` (transient: left for the next scan)."""
+    readable = [(obj, header, reason) for obj, header, reason in results if header is not None or reason is not None]
+    counts: Counter[str] = Counter()
+    counts["errors"] = len(results) - len(readable)
+    indexer = PageIndexer(
+        session, source, secret, [obj for obj, _, _ in readable], [h.sop_instance_uid for _, h, _ in readable if h]
+    )
+    for obj, header, reason in readable:
+        counts[indexer.record(obj, header, reason).value] += 1
+    return counts

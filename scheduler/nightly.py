@@ -62,6 +62,7 @@ def run_night(
     send: Callable[[int], None],
     *,
     now: datetime | None = None,
+    ingest: Callable[[int, str, list[list[str | int]]], None] | None = None,
 ) -> ScanReport | None:
     """Claim tonight for the configured archive and run it until the window closes; None if already claimed."""
     moment = now or datetime.now().astimezone()
@@ -71,4 +72,4 @@ def run_night(
     run_id = claim_night(factory, source, night_of(moment, end), until)
     if run_id is None:
         return None
-    return scan(source, settings, factory, send, until=until, wait_while_full=True, run_id=run_id)
+    return scan(source, settings, factory, send, until=until, wait_while_full=True, run_id=run_id, ingest=ingest)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -19,11 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import transaction
 from db.models import Analysis, AnalysisStatus, RunStatus, ScanRun, utcnow
-from nightscan.pseudonym import redact_key
 from nightscan.settings import Settings
-from nightscan.storage import ObjectInfo, Storage, StorageError, open_storage
-from scheduler.headers import Header, RejectedObjectError, fetch_header_bytes, fetch_tail, read_header
-from scheduler.indexing import PageIndexer, known_objects, mark_deleted, mark_seen
+from nightscan.storage import ObjectInfo, Storage, open_storage
+from scheduler.indexing import known_objects, mark_deleted, mark_seen, read_headers, record_page
 from scheduler.planning import enqueue_planned, plan_analyses, reconcile
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,8 @@ class ScanReport:
     planned: int = 0
     waiting: int = 0  # studies whose series changed within the quiet time
     reconciled: int = 0
+    batches_sent: int = 0  # ingest tasks sent, when headers are read by workers
+    batches_done: int = 0
     enqueued: int = 0
     remaining: int = 0  # planned but not sent: the window closed, or enqueueing was not asked for
     stopped: str = "done"
@@ -58,6 +59,7 @@ def scan(
     wait_while_full: bool = False,
     run_id: int | None = None,
     storage: Storage | None = None,
+    ingest: Callable[[int, str, list[list[str | int]]], None] | None = None,
 ) -> ScanReport:
     """Scan ``source_url``, plan, then enqueue with ``send(analysis_id)`` (None: plan only).
 
@@ -66,6 +68,8 @@ def scan(
     everything planned is sent or the window closes; otherwise it sends one round and returns. The
     run and its counts are recorded in ``scan_runs`` (in row ``run_id`` when the caller claimed one).
     ``storage`` replaces the one opened from ``source_url`` (a benchmark counts requests with it).
+    With ``ingest(run_id, source, batch)``, headers are read by workers on the ingest queue, a batch
+    of objects per task, and planning waits (up to ``settings.ingest_wait_s``) until they are recorded.
     """
     if run_id is None:
         with transaction(factory) as session:
@@ -74,7 +78,16 @@ def scan(
         run_id = run.id
     report = ScanReport()
     try:
-        _index(storage or open_storage(source_url, settings), source_url, settings, factory, report, on_page)
+        send_batch = None if ingest is None else (lambda batch: ingest(run_id, source_url, batch))
+        _index(
+            storage or open_storage(source_url, settings), source_url, settings, factory, report, on_page, send_batch
+        )
+        if report.batches_sent:
+            with transaction(factory) as session:
+                session.execute(update(ScanRun).where(ScanRun.id == run_id).values(batches_sent=report.batches_sent))
+            report.batches_done = wait_for_batches(
+                factory, run_id, report.batches_sent, timeout_s=settings.ingest_wait_s
+            )
         now = utcnow()
         with transaction(factory) as session:
             report.reconciled = reconcile(session, lease_s=settings.analysis_lease_s, now=now)
@@ -106,9 +119,11 @@ def _index(
     factory: sessionmaker[Session],
     report: ScanReport,
     on_page: Callable[[int], None] | None,
+    send_batch: Callable[[list[list[str | int]]], None] | None,
 ) -> None:
-    """List ``source_url`` page by page and record what is new or changed; mark what is gone."""
+    """List ``source_url`` page by page and record what is new or changed (or send it to ingest workers)."""
     listing_started = utcnow()
+    secret = settings.pseudonym_key.get_secret_value()
     with ThreadPoolExecutor(max_workers=settings.fetch_threads) as pool:
         for listed in storage.list():
             page = [obj for obj in listed if wanted(obj.key, settings.archive_include, settings.archive_exclude)]
@@ -117,10 +132,15 @@ def _index(
             with factory() as session:
                 known = known_objects(session, source_url, keys)
             todo = [o for o in page if known.get(o.key) != (o.etag, o.size)]
-            results = list(pool.map(lambda o: _read(storage, o, settings.header_bytes), todo))
             with transaction(factory) as session:
-                _record(session, results, source_url, settings.pseudonym_key.get_secret_value(), report)
+                if send_batch is None:
+                    results = read_headers(storage, todo, settings.header_bytes, pool)
+                    _count(report, record_page(session, results, source_url, secret))
                 mark_seen(session, source_url, keys, listing_started)
+            if send_batch is not None:
+                for start in range(0, len(todo), settings.ingest_batch_size):
+                    send_batch([_payload(o) for o in todo[start : start + settings.ingest_batch_size]])
+                    report.batches_sent += 1
             report.listed += len(page)
             report.unchanged += len(page) - len(todo)
             if on_page:
@@ -173,31 +193,31 @@ def wanted(key: str, include: list[str], exclude: list[str]) -> bool:
     return not any(fnmatchcase(key, pattern) for pattern in exclude)
 
 
-def _read(storage: Storage, obj: ObjectInfo, header_bytes: int) -> tuple[ObjectInfo, Header | None, str | None]:
-    """Header of one object, or the reason it is rejected; (obj, None, None) on a transient error."""
-    try:
-        data = fetch_header_bytes(storage, obj, header_bytes)
-        return obj, read_header(obj, data, fetch_tail(storage, obj, data)), None
-    except RejectedObjectError as exc:
-        log.info("rejected %s: %s", redact_key(obj.key), exc)
-        return obj, None, str(exc)
-    except StorageError as exc:
-        log.warning("could not read %s, will retry next scan: %s", redact_key(obj.key), type(exc).__name__)
-        return obj, None, None
+def _count(report: ScanReport, counts: Counter[str]) -> None:
+    report.errors += counts.pop("errors", 0)
+    for status, n in counts.items():
+        report.status[status] = report.status.get(status, 0) + n
 
 
-def _record(
-    session: Session,
-    results: list[tuple[ObjectInfo, Header | None, str | None]],
-    source: str,
-    secret: str,
-    report: ScanReport,
-) -> None:
-    readable = [(obj, header, reason) for obj, header, reason in results if header is not None or reason is not None]
-    report.errors += len(results) - len(readable)
-    indexer = PageIndexer(
-        session, source, secret, [obj for obj, _, _ in readable], [h.sop_instance_uid for _, h, _ in readable if h]
-    )
-    for obj, header, reason in readable:
-        status = indexer.record(obj, header, reason)
-        report.status[status.value] = report.status.get(status.value, 0) + 1
+def _payload(obj: ObjectInfo) -> list[str | int]:
+    """An object as an ingest task carries it: [key, ETag, size, last-modified ISO 8601] (JSON only)."""
+    return [obj.key, obj.etag, obj.size, obj.last_modified.isoformat()]
+
+
+def object_from_payload(item: list) -> ObjectInfo:  # type: ignore[type-arg]
+    """Inverse of :func:`_payload`, on the worker."""
+    key, etag, size, modified = item
+    return ObjectInfo(key=str(key), etag=str(etag), size=int(size), last_modified=datetime.fromisoformat(modified))
+
+
+def wait_for_batches(
+    factory: sessionmaker[Session], run_id: int, sent: int, *, timeout_s: float, poll_s: float = 0.5
+) -> int:
+    """Wait until the ingest workers have recorded ``sent`` batches of run ``run_id``; how many they did."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with factory() as session:
+            done = session.scalar(select(ScanRun.batches_done).where(ScanRun.id == run_id)) or 0
+        if done >= sent or time.monotonic() > deadline:
+            return done
+        time.sleep(poll_s)

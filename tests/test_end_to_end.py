@@ -114,3 +114,34 @@ def test_demo_on_the_embedded_default(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("done") >= 2
     assert "ground truth: found" in result.stdout
+
+
+def test_headers_indexed_by_ingest_workers(
+    s3_settings: Settings, redis_url: str, postgres_url: str, start_worker
+) -> None:
+    from collections import Counter
+
+    from nightscan.runtime import ingest_sender
+    from synth.archive import ArchiveOptions
+    from synth.messy import Mess
+
+    settings = with_settings(
+        s3_settings, database_url=postgres_url, broker_url=redis_url, index_on_workers=True, ingest_batch_size=25
+    )
+    archive = open_storage(settings.archive_url, settings)
+    options = ArchiveOptions(shape_zyx=(30, 48, 48), spacing_zyx_mm=(2.5, 7.0, 7.0), mess=Mess.everything())
+    truth = generate_archive(archive.put, n_patients=3, seed=12, options=options)
+    start_worker(settings, queues="ingest")
+    factory = session_factory(settings)
+    report = scan(settings.archive_url, settings, factory, send=None, ingest=ingest_sender(settings))
+    roles = Counter(o.role for s in truth.studies for o in s.objects)
+    assert report.listed < 1000  # one listed page, so batches of 25 of it
+    assert report.batches_sent == report.batches_done == math.ceil(report.listed / 25)
+    with factory() as session:
+        statuses = Counter(row.status.value for row in session.scalars(select(ArchiveObject)))
+    assert statuses == {
+        "indexed": roles["image"] + roles["localizer"],
+        "duplicate": roles["duplicate"],
+        "rejected": roles["truncated"] + roles["structured_report"],
+    }
+    assert report.planned == len(truth.studies)

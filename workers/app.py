@@ -18,6 +18,7 @@ from scheduler.nightly import parse_clock
 
 ANALYZE_STUDY = "nightscan.analyze_study"
 NIGHTLY_SCAN = "nightscan.nightly_scan"
+INDEX_OBJECTS = "nightscan.index_objects"
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> Celery:
         task_routes={
             ANALYZE_STUDY: {"queue": settings.queue_gpu, "routing_key": settings.queue_gpu},
             NIGHTLY_SCAN: {"queue": settings.queue_cpu, "routing_key": settings.queue_cpu},
+            INDEX_OBJECTS: {"queue": settings.queue_ingest, "routing_key": settings.queue_ingest},
         },
         beat_schedule={
             "nightly-scan": {

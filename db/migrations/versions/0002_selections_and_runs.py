@@ -1,8 +1,8 @@
-"""series selections, scan runs with nightly claims, analysis queued_at
+"""series selections, scan runs with nightly claims and ingest batches, analysis queued_at
 
 Revision ID: 0002
 Revises: 0001
-Create Date: 2026-11-25 18:56:47.401761
+Create Date: 2026-11-25 19:10:41.464400
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def upgrade() -> None:
         ),
         sa.Column("counts", sa.JSON(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("batches_sent", sa.Integer(), nullable=False),
+        sa.Column("batches_done", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_scan_runs")),
         sa.UniqueConstraint("source", "night", name=op.f("uq_scan_runs_source_night")),
     )

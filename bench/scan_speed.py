@@ -138,7 +138,7 @@ def main() -> None:
         start = time.perf_counter()
         with progress_bar("first scan", n_objects, "objects") as advance:
 
-            def on_page(n: int) -> None:
+            def on_page(n: int, _report: object) -> None:
                 memory.append(rss_mib())
                 advance(n)
 

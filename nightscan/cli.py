@@ -45,7 +45,7 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 
 
 @main.command()
-@click.argument("source", required=False)
+@click.argument("sources", nargs=-1)
 @click.option("--no-enqueue", is_flag=True, help="Index and plan, but send no task.")
 @click.option("--until", "until_text", default=None, help="End of the overnight window, HH:MM local time.")
 @click.option("--max-outstanding", type=int, default=None, help="Most analyses queued or running at once.")
@@ -54,14 +54,14 @@ def db_upgrade(settings: Settings, revision: str) -> None:
 @click.pass_obj
 def scan(
     settings: Settings,
-    source: str | None,
+    sources: tuple[str, ...],
     no_enqueue: bool,
     until_text: str | None,
     max_outstanding: int | None,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
 ) -> None:
-    """List SOURCE (s3://bucket/prefix or file:///path), index new objects, plan, then enqueue.
+    """List each SOURCE (s3://bucket/prefix or file:///path; default: the archive), index, plan, enqueue.
 
     With --until, keeps sending as analyses finish until everything planned is sent or the window
     closes; what is left stays planned and the next run resumes. Without it, sends one round.
@@ -80,26 +80,26 @@ def scan(
     if overrides:
         settings = Settings(**{**settings.model_dump(), **overrides})
     until = _window_end(until_text) if until_text else None
-    url = source or settings.resolved_archive_url
     factory = session_factory(settings)
     send = None if no_enqueue else task_sender(settings)
-    with progress_bar("scanning", total=None, unit="objects") as advance:
-        report = run_scan(
-            url,
-            settings,
-            factory,
-            send,
-            on_page=advance,
-            until=until,
-            wait_while_full=until is not None,
-            ingest=ingest_sender(settings),
+    for url in sources or (settings.resolved_archive_url,):
+        with progress_bar(f"scanning {url}", total=None, unit="objects") as advance:
+            report = run_scan(
+                url,
+                settings,
+                factory,
+                send,
+                on_page=lambda n, r: advance(n, ", ".join(f"{k} {v}" for k, v in sorted(r.status.items()))),
+                until=until,
+                wait_while_full=until is not None,
+                ingest=ingest_sender(settings),
+            )
+        click.echo(
+            f"{url}: listed {report.listed} objects ({report.unchanged} unchanged), recorded {report.status}, "
+            f"{report.errors} read errors, {report.deleted} deleted; planned {report.planned} "
+            f"({report.waiting} studies still settling), enqueued {report.enqueued}, {report.remaining} left "
+            f"({report.stopped})"
         )
-    click.echo(
-        f"listed {report.listed} objects ({report.unchanged} unchanged), recorded {report.status}, "
-        f"{report.errors} read errors, {report.deleted} deleted; planned {report.planned} "
-        f"({report.waiting} studies still settling), enqueued {report.enqueued}, {report.remaining} left "
-        f"({report.stopped})"
-    )
 
 
 def _window_end(text: str) -> datetime:

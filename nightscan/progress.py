@@ -10,9 +10,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, unit: str) -> Iterator[Callable[[int], None]]:
-    """Show a bar; yield ``advance(n)``. ``total=None`` shows a running count instead of a bar."""
+def progress_bar(description: str, total: int | None, unit: str) -> Iterator[Callable[..., None]]:
+    """Show a bar; yield ``advance(n, note="")``: ``note`` (counts, say) is shown after the bar.
+
+    ``total=None`` shows a running count instead of a bar.
+    """
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit)]
-    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+    note = TextColumn("{task.fields[note]}")
+    with Progress(*columns, TimeElapsedColumn(), note, console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(description, total=total, note="")
+
+        def advance(n: int = 1, note: str | None = None) -> None:
+            bar.update(task, advance=n, **({"note": note} if note is not None else {}))
+
+        yield advance

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     archive_exclude: list[str] = Field(
         default_factory=list, description='Glob patterns of keys never to scan (JSON list, e.g. ["*.txt"]).'
     )
+    list_parallel: int = Field(
+        default=4, description="Top-level prefixes of the archive listed at once (1: one listing in key order)."
+    )
     database_url: str = Field(
         default="",
         description="SQLAlchemy URL (postgresql+psycopg://host/db). Empty: SQLite at <data_dir>/nightscan.db.",

@@ -39,6 +39,14 @@ class Storage(Protocol):
         """Yield pages of at most ``page_size`` objects under ``prefix``, in key order."""
         ...
 
+    def split(self, prefix: str = "") -> tuple[list[str], list[ObjectInfo]]:
+        """The sub-prefixes one ``/`` level below ``prefix`` and the objects directly at that level.
+
+        Listing each sub-prefix, plus those objects, covers every key under ``prefix`` exactly once:
+        the partitions a scanner lists in parallel.
+        """
+        ...
+
     def get(self, key: str) -> bytes:
         """Return the whole object."""
         ...
@@ -95,14 +103,29 @@ class FileStorage:
         """Yield pages of objects whose key starts with ``prefix``, in key order."""
         if not self.root.is_dir():
             raise StorageError(f"archive folder does not exist: {self.url}")
+        base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root  # walk only below the prefix
         keys = sorted(
             p.relative_to(self.root).as_posix()
-            for p in self.root.rglob("*")
+            for p in base.rglob("*")
             if p.is_file() and not p.name.startswith(".nightscan-tmp-")
         )
         keys = [k for k in keys if k.startswith(prefix)]
         for start in range(0, len(keys), page_size):
             yield [self._info(k, self.root / k) for k in keys[start : start + page_size]]
+
+    def split(self, prefix: str = "") -> tuple[list[str], list[ObjectInfo]]:
+        """Sub-folders of ``prefix`` (a folder path ending in ``/``, or empty) and the files directly in it."""
+        folder = self.root / prefix
+        if not folder.is_dir():
+            raise StorageError(f"archive folder does not exist: {self.url}{prefix}")
+        entries = sorted(folder.iterdir())
+        prefixes = [f"{prefix}{p.name}/" for p in entries if p.is_dir()]
+        files = [
+            self._info(f"{prefix}{p.name}", p)
+            for p in entries
+            if p.is_file() and not p.name.startswith(".nightscan-tmp-")
+        ]
+        return prefixes, files
 
     def get(self, key: str) -> bytes:
         """Return the whole object."""
@@ -166,17 +189,31 @@ class S3Storage:
         )
         try:
             for page in pages:
-                yield [
-                    ObjectInfo(
-                        key=item["Key"][len(self.prefix) :],
-                        size=int(item["Size"]),
-                        etag=item["ETag"].strip('"'),
-                        last_modified=item["LastModified"],
-                    )
-                    for item in page.get("Contents", [])
-                ]
+                yield [self._info(item) for item in page.get("Contents", [])]
         except self.client.exceptions.NoSuchBucket as exc:
             raise StorageError(f"bucket does not exist: {self.url}") from exc
+
+    def _info(self, item: dict) -> ObjectInfo:  # type: ignore[type-arg]
+        """One ListObjectsV2 entry, its key relative to this storage's prefix."""
+        return ObjectInfo(
+            key=item["Key"][len(self.prefix) :],
+            size=int(item["Size"]),
+            etag=item["ETag"].strip('"'),
+            last_modified=item["LastModified"],
+        )
+
+    def split(self, prefix: str = "") -> tuple[list[str], list[ObjectInfo]]:
+        """Common prefixes one ``/`` below ``prefix`` and the objects directly there (ListObjectsV2, Delimiter)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        prefixes: list[str] = []
+        objects: list[ObjectInfo] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"):
+                prefixes += [p["Prefix"][len(self.prefix) :] for p in page.get("CommonPrefixes", [])]
+                objects += [self._info(item) for item in page.get("Contents", [])]
+        except self.client.exceptions.NoSuchBucket as exc:
+            raise StorageError(f"bucket does not exist: {self.url}") from exc
+        return prefixes, objects
 
     def _get(self, key: str, **kwargs: str) -> bytes:
         try:

@@ -22,6 +22,7 @@ from db.engine import transaction
 from db.models import Analysis, AnalysisStatus, RunStatus, ScanRun, utcnow
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, open_storage
+from scheduler.discovery import list_pages
 from scheduler.indexing import known_objects, mark_deleted, mark_seen, read_headers, record_page
 from scheduler.planning import enqueue_planned, plan_analyses, reconcile
 
@@ -53,7 +54,7 @@ def scan(
     settings: Settings,
     factory: sessionmaker[Session],
     send: Callable[[int], None] | None,
-    on_page: Callable[[int], None] | None = None,
+    on_page: Callable[[int, ScanReport], None] | None = None,
     *,
     until: datetime | None = None,
     wait_while_full: bool = False,
@@ -118,14 +119,14 @@ def _index(
     settings: Settings,
     factory: sessionmaker[Session],
     report: ScanReport,
-    on_page: Callable[[int], None] | None,
+    on_page: Callable[[int, ScanReport], None] | None,
     send_batch: Callable[[list[list[str | int]]], None] | None,
 ) -> None:
     """List ``source_url`` page by page and record what is new or changed (or send it to ingest workers)."""
     listing_started = utcnow()
     secret = settings.pseudonym_key.get_secret_value()
     with ThreadPoolExecutor(max_workers=settings.fetch_threads) as pool:
-        for listed in storage.list():
+        for listed in list_pages(storage, settings.list_parallel):
             page = [obj for obj in listed if wanted(obj.key, settings.archive_include, settings.archive_exclude)]
             report.excluded += len(listed) - len(page)
             keys = [obj.key for obj in page]
@@ -144,7 +145,7 @@ def _index(
             report.listed += len(page)
             report.unchanged += len(page) - len(todo)
             if on_page:
-                on_page(len(listed))
+                on_page(len(listed), report)
     with transaction(factory) as session:
         report.deleted = mark_deleted(
             session,

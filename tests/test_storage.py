@@ -63,3 +63,23 @@ def test_file_keys_cannot_escape_the_root(tmp_path: Path) -> None:
     storage = open_storage((tmp_path / "store").as_uri())
     with pytest.raises(StorageError, match="escapes"):
         storage.put("../outside", b"x")
+
+
+def test_split_partitions_every_key_once(storage: Storage) -> None:
+    keys = ["top.dcm", "a/1.dcm", "a/b/2.dcm", "c/3.dcm"]
+    for key in keys:
+        storage.put(key, b"x")
+    prefixes, top = storage.split()
+    assert prefixes == ["a/", "c/"] and [o.key for o in top] == ["top.dcm"]
+    listed = [o.key for p in prefixes for page in storage.list(p) for o in page] + [o.key for o in top]
+    assert sorted(listed) == sorted(keys)
+
+
+def test_parallel_listing_yields_every_object_once(storage: Storage) -> None:
+    from scheduler.discovery import list_pages
+
+    keys = [f"p{i % 7}/s{i % 3}/obj{i:03d}" for i in range(60)] + ["root.dcm"]
+    for key in keys:
+        storage.put(key, b"x")
+    listed = [o.key for page in list_pages(storage, parallel=4) for o in page]
+    assert sorted(listed) == sorted(keys)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str) -> Engine:
@@ -41,3 +46,23 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit on success, roll back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+T = TypeVar("T")
+
+
+def retry_on_conflict(factory: sessionmaker[Session], work: Callable[[Session], T], *, attempts: int = 3) -> T:
+    """Run ``work`` in a transaction; when a concurrent writer inserted the same unique row first, run it again.
+
+    Two schedulers indexing or planning the same studies race on their unique keys: the loser's
+    transaction rolls back, and its retry finds the winner's rows and uses them.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction(factory) as session:
+                return work(session)
+        except IntegrityError:
+            if attempt == attempts:
+                raise
+            log.info("a concurrent writer got there first; retrying (attempt %d of %d)", attempt + 1, attempts)
+    raise AssertionError("unreachable")

@@ -275,6 +275,19 @@ def status(settings: Settings) -> None:
     console.print(results_table(factory))
 
 
+@main.command()
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.pass_obj
+def selections(settings: Settings, limit: int) -> None:
+    """Show which series each study's pipeline chose, and why every other series was not chosen."""
+    from rich.console import Console
+
+    from nightscan.runtime import session_factory
+    from nightscan.tables import selections_table
+
+    Console().print(selections_table(session_factory(settings), limit))
+
+
 @main.group()
 def models() -> None:
     """The model registry."""

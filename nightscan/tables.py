@@ -6,7 +6,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Analysis, Instance, Patient, ScanRun, Study
+from db.models import Analysis, Instance, Patient, ScanRun, Series, SeriesSelection, Study
 
 
 def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[int, int]] | None = None) -> Table:
@@ -64,5 +64,31 @@ def runs_table(factory: sessionmaker[Session], limit: int = 10) -> Table:
                 f"{run.finished_at:%H:%M:%S}" if run.finished_at else "",
                 run.status.value + (f": {run.error}" if run.error else ""),
                 *(str(counts.get(k, "")) for k in ("listed", "planned", "enqueued", "remaining")),
+            )
+    return table
+
+
+def selections_table(factory: sessionmaker[Session], limit: int = 50) -> Table:
+    """The latest series decisions: which series of each study a pipeline chose, and why each other was not."""
+    table = Table(title="series selection")
+    for column in ("patient", "study date", "series", "modality", "pipeline", "chosen", "reason"):
+        table.add_column(column, overflow="fold")
+    with factory() as session:
+        rows = session.scalars(
+            select(SeriesSelection)
+            .options(selectinload(SeriesSelection.series).selectinload(Series.study).selectinload(Study.patient))
+            .order_by(SeriesSelection.decided_at.desc(), SeriesSelection.id)
+            .limit(limit)
+        )
+        for row in rows:
+            study = row.series.study
+            table.add_row(
+                study.patient.patient_key[:8],
+                str(study.study_date or "?"),
+                str(row.series.series_number or "?"),
+                row.series.modality,
+                row.pipeline,
+                "yes" if row.selected else "no",
+                row.reason,
             )
     return table

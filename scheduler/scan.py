@@ -18,7 +18,7 @@ from fnmatch import fnmatchcase
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.engine import transaction
+from db.engine import retry_on_conflict, transaction
 from db.models import Analysis, AnalysisStatus, RunStatus, ScanRun, utcnow
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, open_storage
@@ -92,9 +92,12 @@ def scan(
         now = utcnow()
         with transaction(factory) as session:
             report.reconciled = reconcile(session, lease_s=settings.analysis_lease_s, now=now)
-            plan = plan_analyses(
+        plan = retry_on_conflict(
+            factory,
+            lambda session: plan_analyses(
                 session, settings.pipeline, settings.detector, quiet_s=settings.series_quiet_s, now=now
-            )
+            ),
+        )
         report.planned, report.waiting = len(plan.planned), plan.waiting
         if send is not None:
             _send_all(factory, send, settings, report, until, wait_while_full)
@@ -133,11 +136,14 @@ def _index(
             with factory() as session:
                 known = known_objects(session, source_url, keys)
             todo = [o for o in page if known.get(o.key) != (o.etag, o.size)]
-            with transaction(factory) as session:
-                if send_batch is None:
-                    results = read_headers(storage, todo, settings.header_bytes, pool)
-                    _count(report, record_page(session, results, source_url, secret))
+            results = read_headers(storage, todo, settings.header_bytes, pool) if send_batch is None else []
+
+            def record(session: Session, results: list = results, keys: list = keys) -> Counter[str]:  # type: ignore[type-arg]
+                counts = record_page(session, results, source_url, secret) if results else Counter()
                 mark_seen(session, source_url, keys, listing_started)
+                return counts
+
+            _count(report, retry_on_conflict(factory, record))
             if send_batch is not None:
                 for start in range(0, len(todo), settings.ingest_batch_size):
                     send_batch([_payload(o) for o in todo[start : start + settings.ingest_batch_size]])

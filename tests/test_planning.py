@@ -208,3 +208,63 @@ def test_beat_starts_the_nightly_run_on_the_cpu_queue(tmp_path: Path) -> None:
     assert entry["task"] == NIGHTLY_SCAN and entry["options"]["queue"] == "cpu"
     assert entry["schedule"].hour == {21} and entry["schedule"].minute == {30}
     assert NIGHTLY_SCAN in app.tasks
+
+
+def test_two_full_scans_at_once_index_and_send_everything_once(tmp_path: Path, postgres_url: str) -> None:
+    import threading
+
+    from db.models import ArchiveObject
+
+    settings = Settings(data_dir=tmp_path, database_url=postgres_url, series_quiet_s=0, list_parallel=1)
+    storage = open_storage(settings.resolved_archive_url)
+    truth = generate_archive(storage.put, n_patients=4, seed=9, options=SMALL)
+    factory = session_factory(settings)
+    sent: list[int] = []
+    errors: list[BaseException] = []
+    lock, start = threading.Lock(), threading.Barrier(2)
+
+    def send(analysis_id: int) -> None:
+        with lock:
+            sent.append(analysis_id)
+
+    def scheduler() -> None:
+        start.wait()
+        try:
+            scan(settings.resolved_archive_url, settings, factory, send)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scheduler) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(sent) == sorted(set(sent)) and len(sent) == len(truth.studies)
+    with factory() as session:
+        assert len(session.scalars(select(ArchiveObject)).all()) == sum(s.n_instances for s in truth.studies)
+        assert len(session.scalars(select(Analysis)).all()) == len(truth.studies)
+
+
+def test_status_and_selections_commands_show_runs_and_reasons(tmp_path: Path, sqlite_url: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    settings = Settings(data_dir=tmp_path, database_url=sqlite_url, series_quiet_s=0)
+    storage = open_storage(settings.resolved_archive_url)
+    options = ArchiveOptions(shape_zyx=(20, 48, 48), spacing_zyx_mm=(2.5, 7.0, 7.0), mess=Mess(localizer=True))
+    generate_archive(storage.put, n_patients=1, seed=1, options=options)
+    scan(settings.resolved_archive_url, settings, session_factory(settings), send=None)
+    env = {**os.environ, "NIGHTSCAN_DATABASE_URL": sqlite_url, "COLUMNS": "200"}
+    outputs = {
+        command: subprocess.run(
+            [sys.executable, "-m", "nightscan.cli", command], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        for command in ("status", "selections")
+    }
+    assert all(result.returncode == 0 for result in outputs.values()), outputs
+    assert "finished" in outputs["status"].stdout and "planned" in outputs["status"].stdout
+    assert "image type LOCALIZER" in outputs["selections"].stdout

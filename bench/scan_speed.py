@@ -60,6 +60,10 @@ class CountingStorage:
             self.lists += 1
             yield page
 
+    def split(self, prefix: str = "") -> tuple[list[str], list[ObjectInfo]]:
+        self.lists += 1
+        return self.inner.split(prefix)
+
     def get(self, key: str) -> bytes:
         return self._count(self.inner.get(key))
 
@@ -171,7 +175,8 @@ def main() -> None:
                 "mean_object_kib": round(sum(o.size for p in storage.list() for o in p) / n_objects / 1024, 1),
                 "rescan_seconds": round(second_s, 1),
                 "rescan_gets": again.gets,
-                "rescan_list_pages": again.lists,
+                "rescan_list_requests": again.lists,
+            "list_parallel": settings.list_parallel,
                 "rescan_unchanged": second.unchanged,
                 "rss_mib_after_first_page": round(memory[0], 1),
                 "rss_mib_at_half": round(memory[len(memory) // 2], 1),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import click
@@ -79,7 +79,14 @@ def scan(
         overrides["archive_exclude"] = list(exclude)
     if overrides:
         settings = Settings(**{**settings.model_dump(), **overrides})
-    until = _window_end(until_text) if until_text else None
+    until = None
+    if until_text:
+        from scheduler.nightly import parse_clock, window_end
+
+        try:
+            until = window_end(datetime.now().astimezone(), parse_clock(until_text, "--until"))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--until") from exc
     factory = session_factory(settings)
     send = None if no_enqueue else task_sender(settings)
     for url in sources or (settings.resolved_archive_url,):
@@ -100,17 +107,6 @@ def scan(
             f"({report.waiting} studies still settling), enqueued {report.enqueued}, {report.remaining} left "
             f"({report.stopped})"
         )
-
-
-def _window_end(text: str) -> datetime:
-    """The next local time HH:MM, as an aware datetime (tonight's 06:00 is tomorrow morning)."""
-    try:
-        hour, minute = (int(v) for v in text.split(":"))
-        now = datetime.now().astimezone()
-        end = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    except ValueError as exc:
-        raise click.BadParameter(f"expected HH:MM, got {text!r}", param_hint="--until") from exc
-    return end if end > now else end + timedelta(days=1)
 
 
 @main.command()

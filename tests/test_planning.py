@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -152,9 +154,26 @@ def test_patients_with_earlier_findings_come_first_then_the_newest(tmp_path: Pat
     assert order[0] == keys[next(s.study_uid for s in followups if s.patient_id == "NS0002")]
 
 
-def test_two_schedulers_at_once_send_each_analysis_once(tmp_path: Path, postgres_url: str) -> None:
-    import threading
+def _twice_at_once(work: Callable[[], None]) -> list[BaseException]:
+    """Run ``work`` in two threads released together; the exceptions they raised."""
+    start, errors = threading.Barrier(2), []
 
+    def run() -> None:
+        start.wait()
+        try:
+            work()
+        except BaseException as exc:  # the caller asserts there are none
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_two_schedulers_at_once_send_each_analysis_once(tmp_path: Path, postgres_url: str) -> None:
     from scheduler.planning import enqueue_planned
 
     settings = Settings(data_dir=tmp_path, database_url=postgres_url, series_quiet_s=0)
@@ -162,23 +181,13 @@ def test_two_schedulers_at_once_send_each_analysis_once(tmp_path: Path, postgres
     truth = generate_archive(storage.put, n_patients=6, seed=4, options=SMALL)
     factory = session_factory(settings)
     scan(settings.resolved_archive_url, settings, factory, send=None)
-    sent: list[int] = []
-    lock, start = threading.Lock(), threading.Barrier(2)
-
-    def send(analysis_id: int) -> None:
-        with lock:
-            sent.append(analysis_id)
+    sent: list[int] = []  # list.append is atomic: a thread-safe recorder
 
     def scheduler() -> None:
-        start.wait()
         with factory() as session:
-            enqueue_planned(session, send)
+            enqueue_planned(session, sent.append)
 
-    threads = [threading.Thread(target=scheduler) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert _twice_at_once(scheduler) == []
     assert sorted(sent) == sorted(set(sent)) and len(sent) == len(truth.studies)
 
 
@@ -211,8 +220,6 @@ def test_beat_starts_the_nightly_run_on_the_cpu_queue(tmp_path: Path) -> None:
 
 
 def test_two_full_scans_at_once_index_and_send_everything_once(tmp_path: Path, postgres_url: str) -> None:
-    import threading
-
     from db.models import ArchiveObject
 
     settings = Settings(data_dir=tmp_path, database_url=postgres_url, series_quiet_s=0, list_parallel=1)
@@ -220,26 +227,8 @@ def test_two_full_scans_at_once_index_and_send_everything_once(tmp_path: Path, p
     truth = generate_archive(storage.put, n_patients=4, seed=9, options=SMALL)
     factory = session_factory(settings)
     sent: list[int] = []
-    errors: list[BaseException] = []
-    lock, start = threading.Lock(), threading.Barrier(2)
 
-    def send(analysis_id: int) -> None:
-        with lock:
-            sent.append(analysis_id)
-
-    def scheduler() -> None:
-        start.wait()
-        try:
-            scan(settings.resolved_archive_url, settings, factory, send)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=scheduler) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert _twice_at_once(lambda: scan(settings.resolved_archive_url, settings, factory, sent.append)) == []
     assert sorted(sent) == sorted(set(sent)) and len(sent) == len(truth.studies)
     with factory() as session:
         assert len(session.scalars(select(ArchiveObject)).all()) == sum(s.n_instances for s in truth.studies)

@@ -176,7 +176,7 @@ def main() -> None:
                 "rescan_seconds": round(second_s, 1),
                 "rescan_gets": again.gets,
                 "rescan_list_requests": again.lists,
-            "list_parallel": settings.list_parallel,
+                "list_parallel": settings.list_parallel,
                 "rescan_unchanged": second.unchanged,
                 "rss_mib_after_first_page": round(memory[0], 1),
                 "rss_mib_at_half": round(memory[len(memory) // 2], 1),

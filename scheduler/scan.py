@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
+from functools import partial
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,7 +24,7 @@ from db.models import Analysis, AnalysisStatus, RunStatus, ScanRun, utcnow
 from nightscan.settings import Settings
 from nightscan.storage import ObjectInfo, Storage, open_storage
 from scheduler.discovery import list_pages
-from scheduler.indexing import known_objects, mark_deleted, mark_seen, read_headers, record_page
+from scheduler.indexing import HeaderResult, known_objects, mark_deleted, mark_seen, read_headers, record_page
 from scheduler.planning import enqueue_planned, plan_analyses, reconcile
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,9 @@ def _index(
             todo = [o for o in page if known.get(o.key) != (o.etag, o.size)]
             results = read_headers(storage, todo, settings.header_bytes, pool) if send_batch is None else []
 
-            def record(session: Session, results: list = results, keys: list = keys) -> Counter[str]:  # type: ignore[type-arg]
-                counts = record_page(session, results, source_url, secret) if results else Counter()
-                mark_seen(session, source_url, keys, listing_started)
-                return counts
-
+            record = partial(
+                _record_page, results=results, source=source_url, secret=secret, keys=keys, seen_at=listing_started
+            )
             _count(report, retry_on_conflict(factory, record))
             if send_batch is not None:
                 for start in range(0, len(todo), settings.ingest_batch_size):
@@ -198,6 +197,15 @@ def wanted(key: str, include: list[str], exclude: list[str]) -> bool:
     if include and not any(fnmatchcase(key, pattern) for pattern in include):
         return False
     return not any(fnmatchcase(key, pattern) for pattern in exclude)
+
+
+def _record_page(
+    session: Session, *, results: list[HeaderResult], source: str, secret: str, keys: list[str], seen_at: datetime
+) -> Counter[str]:
+    """Record a page's header results (if any) and mark all its keys as seen, in one transaction."""
+    counts = record_page(session, results, source, secret) if results else Counter()
+    mark_seen(session, source, keys, seen_at)
+    return counts
 
 
 def _count(report: ScanReport, counts: Counter[str]) -> None:

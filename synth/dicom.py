@@ -597,6 +597,20 @@ def encode_series(
         yield EncodedInstance(sop_uid, plan.instance_numbers[k], k, splicer.encode(sop_uid, elements))
 
 
+def _positional_series(
+    hu: np.ndarray,
+    spacing_zyx_mm: tuple[float, float, float],
+    origin_xyz_mm: tuple[float, float, float],
+    orientation: Sequence[float],
+    instance_numbers: Sequence[int] | None,
+    descending: bool,
+) -> tuple[np.ndarray, SeriesGeometry, list[int]]:
+    """The checked volume, its geometry and its InstanceNumbers, from the older keyword-style arguments."""
+    hu = _checked_volume(hu)
+    geometry = SeriesGeometry(origin_xyz_mm, spacing_zyx_mm, tuple(orientation))  # type: ignore[arg-type]
+    return hu, geometry, _instance_numbers(hu.shape[0], instance_numbers, descending)
+
+
 def series_datasets(
     hu: np.ndarray,
     spacing_zyx_mm: tuple[float, float, float],
@@ -616,10 +630,10 @@ def series_datasets(
     ``uid_entropy``, when given, makes SOPInstanceUIDs deterministic (derived from it and the slice index).
     ``dataset_to_bytes`` of each dataset equals the bytes :func:`encode_series` writes for the same slice.
     """
-    hu = _checked_volume(hu)
-    geometry = SeriesGeometry(origin_xyz_mm, spacing_zyx_mm, tuple(orientation))  # type: ignore[arg-type]
+    hu, geometry, numbers = _positional_series(
+        hu, spacing_zyx_mm, origin_xyz_mm, orientation, instance_numbers, descending_instance_numbers
+    )
     options = options or EncodeOptions()
-    numbers = _instance_numbers(hu.shape[0], instance_numbers, descending_instance_numbers)
     plan = _SeriesPlan(hu, geometry, header, options, numbers, uid_entropy)
     for k in range(hu.shape[0]):
         sop_uid, elements = plan.slice_elements(k)
@@ -650,9 +664,9 @@ def series_files(
     instance_numbers: Sequence[int] | None = None,
 ) -> Iterator[tuple[int, bytes]]:
     """Yield (InstanceNumber, Part 10 bytes) for every slice of ``hu`` ((z, y, x), HU); see series_datasets."""
-    hu = _checked_volume(hu)
-    numbers = _instance_numbers(hu.shape[0], instance_numbers, descending_instance_numbers)
-    geometry = SeriesGeometry(origin_xyz_mm, spacing_zyx_mm, tuple(orientation))  # type: ignore[arg-type]
+    hu, geometry, numbers = _positional_series(
+        hu, spacing_zyx_mm, origin_xyz_mm, orientation, instance_numbers, descending_instance_numbers
+    )
     for instance in encode_series(
         hu, geometry, header, options=options, instance_numbers=numbers, uid_entropy=uid_entropy
     ):

@@ -6,6 +6,7 @@ the reason; with ``CI=true`` they fail instead, so CI never passes by skipping.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -166,6 +167,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump(exclude_defaults=True).items():
         if hasattr(value, "get_secret_value"):
             value = value.get_secret_value()
+        if isinstance(value, list | dict):
+            value = json.dumps(value)  # how pydantic-settings reads complex fields from the environment
         env[f"NIGHTSCAN_{name.upper()}"] = "" if value is None else str(value)
     return env
 

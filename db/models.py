@@ -189,6 +189,8 @@ class Analysis(Base):
     error: Mapped[str | None] = mapped_column(Text)
     timings_s: Mapped[dict[str, float] | None] = mapped_column(JSON)
     inputs: Mapped[list[list[str]] | None] = mapped_column(JSON)  # [[key, etag], ...]
+    # the volume the model saw: shape (z, y, x), spacing_mm (z, y, x), corrections (resampling, in words)
+    volume: Mapped[dict[str, object] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -264,5 +266,6 @@ class Finding(Base):
     diameter_mm: Mapped[float] = mapped_column(Float)
     extent_mm: Mapped[list[float]] = mapped_column(JSON)  # (z, y, x) extent in mm
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))  # slice through the centre
+    frame_number: Mapped[int | None] = mapped_column(Integer)  # 1-based frame of a multi-frame instance
 
     analysis: Mapped[Analysis] = relationship(back_populates="findings")

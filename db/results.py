@@ -67,10 +67,12 @@ def write_findings(
     timings_s: dict[str, float],
     model_sha256: str,
     preprocessing: str,
+    volume: dict[str, object] | None = None,
 ) -> bool:
     """Write ``findings`` and mark the analysis done, unless it is done already; True if written.
 
-    ``timings_s`` gets a ``write`` entry: the seconds spent here, the commit excepted.
+    ``timings_s`` gets a ``write`` entry: the seconds spent here, the commit excepted. ``volume`` describes
+    the volume the model saw (shape, spacing in mm, corrections made while building it).
     """
     start = time.perf_counter()
     result = session.execute(
@@ -83,6 +85,7 @@ def write_findings(
             inputs=[list(o) for o in job.objects],
             model_sha256=model_sha256,
             preprocessing=preprocessing,
+            volume=volume,
         )
     )
     if result.rowcount == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -88,6 +89,16 @@ class Settings(BaseSettings):
     pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")
     header_bytes: int = Field(default=16384, description="First ranged GET size when reading headers, bytes.")
     fetch_threads: int = Field(default=16, description="Concurrent GETs when fetching a study's objects.")
+    decode_processes: int = Field(
+        default=0,
+        ge=0,
+        description="Decoder processes per worker (codecs hold the GIL). 0: one per CPU core; 1: decode in threads.",
+    )
+    irregular_series: Literal["resample", "reject"] = Field(
+        default="resample",
+        description="Series with a gap (up to 2 missing slices) or gantry tilt: resample to a regular grid "
+        "(recorded on the analysis) or reject.",
+    )
 
     pseudonym_key: SecretStr = Field(
         default=SecretStr("nightscan-demo-key-change-me"),

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import make_engine, make_sessionmaker
 from nightscan.settings import Settings
 from nightscan.storage import Storage, open_storage
+from workers.series import DecodePool
 
 if TYPE_CHECKING:
     from models.inference import NoduleDetector
@@ -45,6 +46,12 @@ class WorkerContext:
             return "cuda"
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         return "cpu"
+
+    @cached_property
+    def decode_pool(self) -> DecodePool:
+        """Decoder processes (``NIGHTSCAN_DECODE_PROCESSES``, 0: one per CPU core), started on first use."""
+        processes = self.settings.decode_processes or max(1, len(os.sched_getaffinity(0)))
+        return DecodePool(processes)
 
     def storage(self, url: str) -> Storage:
         """The storage at ``url``, opened once per process."""

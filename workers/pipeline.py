@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.exc import OperationalError
 
@@ -13,8 +12,9 @@ from db.models import Finding
 from db.results import AnalysisJob, claim_analysis, record_failure, write_findings
 from nightscan.storage import StorageError
 from workers.context import WorkerContext
-from workers.decode import DecodeError, decode_slice
-from workers.volume import Volume, VolumeError, build_volume
+from workers.decode import DecodeError
+from workers.series import load_series
+from workers.volume import IrregularSeries, Volume, VolumeError
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,16 @@ def run_analysis(analysis_id: int, ctx: WorkerContext) -> str:
 
 
 def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
-    timings: dict[str, float] = {}
     storage = ctx.storage(job.source)
     keys = [key for key, _ in job.objects]
-    with ThreadPoolExecutor(max_workers=ctx.settings.fetch_threads) as pool:
-        start = time.perf_counter()
-        blobs = list(pool.map(storage.get, keys))
-        timings["fetch"] = time.perf_counter() - start
-        start = time.perf_counter()
-        slices = list(pool.map(decode_slice, keys, blobs))
-        volume = build_volume(slices)
-        timings["decode"] = time.perf_counter() - start
+    volume, stats = load_series(
+        keys,
+        storage.get,
+        fetch_threads=ctx.settings.fetch_threads,
+        pool=ctx.decode_pool,
+        policy=IrregularSeries(ctx.settings.irregular_series),
+    )
+    timings = {"fetch": stats.fetch_s, "decode": stats.decode_s}
     detector = ctx.detector(job.model)
     start = time.perf_counter()
     candidates = detector.detect(volume.hu, volume.spacing_zyx_mm)
@@ -78,6 +77,12 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
             timings_s=timings,
             model_sha256=detector.sha256,
             preprocessing=detector.preprocessing_version,
+            volume={
+                "shape": list(volume.hu.shape),
+                "spacing_mm": [round(v, 4) for v in volume.spacing_zyx_mm],
+                "corrections": list(volume.corrections),
+                "padded_pixels": stats.padded_pixels,
+            },
         )
     log.info(
         "analysis %d: %d slices, %d findings, %s s before the write",
@@ -93,7 +98,7 @@ def _finding(volume: Volume, candidate: object) -> Finding:
     """A Finding row at the candidate's centre in patient coordinates (mm)."""
     z, y, x = candidate.center_zyx_vox  # type: ignore[attr-defined]
     px, py, pz = volume.to_patient((z, y, x))
-    k = min(max(round(z), 0), len(volume.sop_instance_uids) - 1)
+    _, sop_instance_uid, frame_number = volume.source_of(z)
     return Finding(
         label="nodule",
         score=float(candidate.score),  # type: ignore[attr-defined]
@@ -102,5 +107,6 @@ def _finding(volume: Volume, candidate: object) -> Finding:
         center_z_mm=pz,
         diameter_mm=round(float(candidate.diameter_mm), 1),  # type: ignore[attr-defined]
         extent_mm=[round(float(v), 1) for v in candidate.extent_zyx_mm],  # type: ignore[attr-defined]
-        sop_instance_uid=volume.sop_instance_uids[k],
+        sop_instance_uid=sop_instance_uid,
+        frame_number=frame_number,
     )

@@ -31,7 +31,9 @@ ORIGIN = (-80.0, -80.0, -300.0)
 RESAMPLE = IrregularSeries.RESAMPLE
 
 
-def load(blobs: list[tuple[str, bytes]], policy: IrregularSeries = IrregularSeries.REJECT, processes: int = 1) -> Volume:
+def load(
+    blobs: list[tuple[str, bytes]], policy: IrregularSeries = IrregularSeries.REJECT, processes: int = 1
+) -> Volume:
     """The volume of ``blobs`` ((key, bytes) pairs), loaded as the worker loads a series."""
     store = dict(blobs)
     pool = DecodePool(processes)
@@ -124,7 +126,7 @@ def test_duplicate_position_is_rejected_naming_both_objects(series) -> None:
 def test_missing_slice_is_rejected_or_interpolated(series) -> None:
     hu, blobs = series
     gapped = blobs[:10] + blobs[11:]
-    with pytest.raises(VolumeError, match="irregular slice spacing: 5.000 mm between slice-10 and slice-12"):
+    with pytest.raises(VolumeError, match=r"irregular slice spacing: 5\.000 mm between slice-10 and slice-12"):
         load(gapped)
     volume = load(gapped, RESAMPLE)
     assert volume.hu.shape == hu.shape and volume.spacing_zyx_mm == pytest.approx((2.5, 2.5, 2.5))

@@ -47,6 +47,7 @@ class DecodePool:
     def submit(self, key: str, data: bytes) -> Future[DecodedObject]:
         """Decode ``data`` (the object at ``key``) in a worker process."""
         if self._executor is None:
+            _allow_children()
             method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
             self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context(method))
         return self._executor.submit(decode_object, key, data)
@@ -62,6 +63,22 @@ class DecodePool:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+
+
+def _allow_children() -> None:
+    """Let a daemonic process (a Celery prefork child) start decoder processes.
+
+    multiprocessing refuses children to daemonic processes so that they are not orphaned when it is
+    killed. Decoder processes do not outlive their parent: a pool worker exits when its call queue's pipe
+    closes, and the fork server when its parent's pipe does. So the flag is cleared in this process. Celery's
+    billiard also leaves its own kind of authentication key here, which the standard library cannot pickle
+    to the new processes: it is replaced by the same key as the standard library's kind.
+    """
+    process = multiprocessing.current_process()
+    config = process._config  # type: ignore[attr-defined]
+    if config.get("daemon"):
+        config["daemon"] = False
+    config["authkey"] = multiprocessing.process.AuthenticationString(bytes(process.authkey))
 
 
 @dataclass(frozen=True, slots=True)

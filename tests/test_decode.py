@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 
 from synth.dicom import dataset_to_bytes, series_datasets
 from tests.test_volume import HEADER
-from workers.codecs import CODECS, codec_status, decoder_for
+from workers.codecs import CODECS, codec_status, decoder_for, is_heavy, transfer_syntax_of
 from workers.decode import PADDING_HU, DecodeError, decode_object
 
 
@@ -176,3 +176,10 @@ except DecodeError as exc:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60)
     assert "ls.dcm: transfer syntax 1.2.840.10008.1.2.4.80 (JPEG-LS Lossless Image Compression)" in out.stdout
     assert "install one of: pyjpegls, python-gdcm" in out.stdout
+
+
+def test_transfer_syntax_is_read_from_the_first_bytes() -> None:
+    assert transfer_syntax_of(real("CT_small.dcm")[1]) == "1.2.840.10008.1.2.1"
+    assert transfer_syntax_of(real("693_J2KI.dcm")[1][:400]) == "1.2.840.10008.1.2.4.91"
+    assert transfer_syntax_of(real("no_meta.dcm")[1]) is None
+    assert is_heavy("1.2.840.10008.1.2.4.91") and not is_heavy("1.2.840.10008.1.2.1") and not is_heavy(None)

@@ -26,6 +26,7 @@ class Codec:
     uid: str
     preferred_plugin: str  # "" when pydicom decodes it natively, without a plugin
     packages: tuple[str, ...]  # pip packages, any one of which is enough
+    heavy: bool = False  # slow enough per slice (>= ~20 ms at 512 x 512) to pay for a decoder process
 
     @property
     def name(self) -> str:
@@ -44,15 +45,15 @@ CODECS: dict[str, Codec] = {
         Codec("1.2.840.10008.1.2.5", "pylibjpeg", ("pylibjpeg-rle", "pydicom")),  # RLE: 7x faster than pydicom's
         Codec("1.2.840.10008.1.2.4.50", "gdcm", ("python-gdcm", "pillow")),  # JPEG Baseline
         Codec("1.2.840.10008.1.2.4.51", "gdcm", ("python-gdcm", "pillow")),  # JPEG Extended (12 bit)
-        Codec("1.2.840.10008.1.2.4.57", "gdcm", ("python-gdcm",)),  # JPEG Lossless
-        Codec("1.2.840.10008.1.2.4.70", "gdcm", ("python-gdcm",)),  # JPEG Lossless SV1
+        Codec("1.2.840.10008.1.2.4.57", "gdcm", ("python-gdcm",), heavy=True),  # JPEG Lossless
+        Codec("1.2.840.10008.1.2.4.70", "gdcm", ("python-gdcm",), heavy=True),  # JPEG Lossless SV1
         Codec("1.2.840.10008.1.2.4.80", "pyjpegls", ("pyjpegls", "python-gdcm")),  # JPEG-LS Lossless
         Codec("1.2.840.10008.1.2.4.81", "pyjpegls", ("pyjpegls", "python-gdcm")),  # JPEG-LS Near-Lossless
-        Codec("1.2.840.10008.1.2.4.90", "pylibjpeg", ("pylibjpeg-openjpeg", "python-gdcm")),  # JPEG 2000 Lossless
-        Codec("1.2.840.10008.1.2.4.91", "pylibjpeg", ("pylibjpeg-openjpeg", "python-gdcm")),  # JPEG 2000
-        Codec("1.2.840.10008.1.2.4.201", "pylibjpeg", ("pylibjpeg-openjpeg",)),  # HTJ2K Lossless
-        Codec("1.2.840.10008.1.2.4.202", "pylibjpeg", ("pylibjpeg-openjpeg",)),  # HTJ2K Lossless RPCL
-        Codec("1.2.840.10008.1.2.4.203", "pylibjpeg", ("pylibjpeg-openjpeg",)),  # HTJ2K
+        Codec("1.2.840.10008.1.2.4.90", "pylibjpeg", ("pylibjpeg-openjpeg", "python-gdcm"), heavy=True),  # J2K lossless
+        Codec("1.2.840.10008.1.2.4.91", "pylibjpeg", ("pylibjpeg-openjpeg", "python-gdcm"), heavy=True),  # JPEG 2000
+        Codec("1.2.840.10008.1.2.4.201", "pylibjpeg", ("pylibjpeg-openjpeg",), heavy=True),  # HTJ2K Lossless
+        Codec("1.2.840.10008.1.2.4.202", "pylibjpeg", ("pylibjpeg-openjpeg",), heavy=True),  # HTJ2K Lossless RPCL
+        Codec("1.2.840.10008.1.2.4.203", "pylibjpeg", ("pylibjpeg-openjpeg",), heavy=True),  # HTJ2K
     )
 }
 
@@ -77,6 +78,24 @@ def decoder_for(transfer_syntax_uid: str) -> tuple[Decoder, str]:
         )
     plugin = codec.preferred_plugin if codec.preferred_plugin in decoder.available_plugins else ""
     return decoder, plugin
+
+
+_TRANSFER_SYNTAX_TAG = b"\x02\x00\x10\x00UI"  # (0002,0010) in the file meta: always explicit VR little endian
+
+
+def transfer_syntax_of(data: bytes) -> str | None:
+    """The Transfer Syntax UID in a Part 10 file's meta information, read from the first bytes; None if absent."""
+    index = data.find(_TRANSFER_SYNTAX_TAG, 0, 4096)
+    if index < 0:
+        return None
+    length = int.from_bytes(data[index + 6 : index + 8], "little")
+    return data[index + 8 : index + 8 + length].rstrip(b"\x00 ").decode("ascii", errors="replace")
+
+
+def is_heavy(transfer_syntax_uid: str | None) -> bool:
+    """Whether objects in this syntax decode slowly enough to be sent to a decoder process."""
+    codec = CODECS.get(str(transfer_syntax_uid))
+    return codec is not None and codec.heavy
 
 
 def codec_status() -> list[tuple[str, str, str, str]]:

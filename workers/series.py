@@ -1,8 +1,10 @@
 """Load one series into a :class:`~workers.volume.Volume`: fetch and decode its objects at once, then place them.
 
-Fetching runs in threads (many GETs in flight). Each object is decoded as soon as it arrives, either in
-the fetching thread or in a pool of decoder processes: the JPEG-LS and JPEG 2000 codecs hold the GIL, so
-threads add nothing to their speed, and processes use every core (``python -m bench.decode_speed``).
+Fetching runs in threads (many GETs in flight). Each object is decoded as soon as it arrives: in the
+fetching thread, or, for the slow codecs (JPEG 2000, HTJ2K, the JPEG processes: ``Codec.heavy``), in a pool of
+decoder processes. The codecs hold the GIL, so more threads add nothing; a process costs a copy of the
+pixels back to this one, which pays only where decoding a slice takes far longer than copying it
+(``python -m bench.decode_speed``).
 The compressed bytes of an object are dropped once it is decoded, and each decoded frame once it is in the
 volume, so memory stays in proportion to one series.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workers.codecs import is_heavy, transfer_syntax_of
 from workers.decode import DecodedObject, DecodeError, decode_object
 from workers.volume import IrregularSeries, Volume, assemble, plan_volume
 
@@ -116,7 +119,9 @@ def load_series(
         data = fetch(key)
         arrived.append(time.perf_counter())
         sizes.append(len(data))
-        return decode_object(key, data) if pool.inline else pool.submit(key, data)
+        if pool.inline or not is_heavy(transfer_syntax_of(data)):
+            return decode_object(key, data)
+        return pool.submit(key, data)
 
     with ThreadPoolExecutor(max_workers=max(1, min(fetch_threads, len(keys)))) as fetchers:
         pending = list(fetchers.map(fetch_and_decode, keys))

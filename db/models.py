@@ -163,6 +163,7 @@ class Instance(Base):
     transfer_syntax_uid: Mapped[str | None] = mapped_column(String(64))
     instance_number: Mapped[int | None] = mapped_column(Integer)
     image_position: Mapped[list[float] | None] = mapped_column(JSON)
+    n_frames: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # slices in this object
 
     archive_object: Mapped[ArchiveObject] = relationship(back_populates="instance")
     series: Mapped[Series] = relationship(back_populates="instances")

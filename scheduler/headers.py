@@ -56,6 +56,7 @@ class Header:
     rows: int | None
     columns: int | None
     transfer_syntax_uid: str | None
+    n_frames: int = 1  # slices held by the object: NumberOfFrames of an Enhanced CT object, else 1
 
 
 def fetch_header_bytes(storage: Storage, obj: ObjectInfo, first_bytes: int) -> bytes:
@@ -107,13 +108,28 @@ def read_header(obj: ObjectInfo, data: bytes, tail: bytes | None = None) -> Head
         instance_number=_int(ds.get("InstanceNumber")),
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")) or None,
         image_type=tuple(str(v) for v in ds.get("ImageType", [])),
-        image_orientation=_floats(ds.get("ImageOrientationPatient")),
-        image_position=_floats(ds.get("ImagePositionPatient")),
-        slice_thickness_mm=_float(ds.get("SliceThickness")),
+        image_orientation=_floats(_attribute(ds, "PlaneOrientationSequence", "ImageOrientationPatient")),
+        image_position=_floats(_attribute(ds, "PlanePositionSequence", "ImagePositionPatient")),
+        slice_thickness_mm=_float(_attribute(ds, "PixelMeasuresSequence", "SliceThickness")),
         rows=_int(ds.get("Rows")),
         columns=_int(ds.get("Columns")),
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in ds.file_meta else None,
+        n_frames=_int(ds.get("NumberOfFrames")) or 1,
     )
+
+
+def _attribute(ds: pydicom.Dataset, group: str, name: str) -> object:
+    """``name`` at the top level, else in functional group ``group`` (shared, then the first frame's).
+
+    Enhanced CT keeps position, orientation and pixel measures only in its functional groups.
+    """
+    if name in ds:
+        return ds.get(name)
+    for sequence in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(sequence)
+        if items and group in items[0] and items[0][group].value and name in items[0][group].value[0]:
+            return items[0][group].value[0].get(name)
+    return None
 
 
 def fetch_tail(storage: Storage, obj: ObjectInfo, data: bytes) -> bytes | None:

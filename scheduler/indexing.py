@@ -103,6 +103,7 @@ class PageIndexer:
         instance.transfer_syntax_uid = header.transfer_syntax_uid
         instance.instance_number = header.instance_number
         instance.image_position = list(header.image_position) if header.image_position else None
+        instance.n_frames = header.n_frames
         session.add(instance)
         return row.status
 

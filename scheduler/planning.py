@@ -201,7 +201,7 @@ def _aware(moment: datetime) -> datetime:
 
 def _series_facts(session: Session, study_id: int) -> list[SeriesFacts]:
     rows = session.execute(
-        select(Series, func.count(Instance.id))
+        select(Series, func.coalesce(func.sum(Instance.n_frames), 0))
         .outerjoin(Instance, Instance.series_id == Series.id)
         .where(Series.study_id == study_id)
         .group_by(Series.id)
@@ -213,7 +213,7 @@ def _series_facts(session: Session, study_id: int) -> list[SeriesFacts]:
             image_type=tuple(series.image_type or ()),
             image_orientation=tuple(series.image_orientation) if series.image_orientation else None,
             slice_thickness_mm=series.slice_thickness_mm,
-            n_instances=count,
+            n_slices=count,
         )
         for series, count in rows
     ]

@@ -44,7 +44,7 @@ class SeriesFacts:
     image_type: tuple[str, ...]
     image_orientation: tuple[float, ...] | None
     slice_thickness_mm: float | None
-    n_instances: int
+    n_slices: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +70,8 @@ def rejection_reason(facts: SeriesFacts, rules: SelectionRules) -> str | None:
         return f"not axial (slice normal {np.round(normal, 2).tolist()})"
     if facts.slice_thickness_mm is not None and facts.slice_thickness_mm > rules.max_slice_thickness_mm:
         return f"slices {facts.slice_thickness_mm:g} mm thick, more than {rules.max_slice_thickness_mm:g} mm"
-    if facts.n_instances < rules.min_slices:
-        return f"{facts.n_instances} slices, fewer than {rules.min_slices}"
+    if facts.n_slices < rules.min_slices:
+        return f"{facts.n_slices} slices, fewer than {rules.min_slices}"
     return None
 
 
@@ -79,12 +79,12 @@ def select_series(candidates: list[SeriesFacts], rules: SelectionRules) -> list[
     """A decision for every series: at most one is selected (the most complete, then the thinnest)."""
     reasons = {c.series_id: rejection_reason(c, rules) for c in candidates}
     qualified = [c for c in candidates if reasons[c.series_id] is None]
-    best = max(qualified, key=lambda c: (c.n_instances, -(c.slice_thickness_mm or 99.0)), default=None)
+    best = max(qualified, key=lambda c: (c.n_slices, -(c.slice_thickness_mm or 99.0)), default=None)
     decisions = []
     for c in candidates:
         if best is not None and c.series_id == best.series_id:
             others = len(qualified) - 1
-            reason = f"{c.n_instances} axial {c.modality} slices of {c.slice_thickness_mm or '?'} mm" + (
+            reason = f"{c.n_slices} axial {c.modality} slices of {c.slice_thickness_mm or '?'} mm" + (
                 f": the most complete and thinnest of {others + 1} qualifying series" if others else ""
             )
             decisions.append(Decision(c.series_id, True, reason))

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from models.preprocessing import grid_to_input_vox
+from models.preprocessing import GridMap
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,13 @@ def merge_slice_detections(
     detections: list[SliceDetections],
     *,
     grid_spacing_zyx_mm: tuple[float, float, float],
-    scale_zyx: tuple[float, float, float],
+    grid: GridMap,
     iou_threshold: float = 0.3,
 ) -> list[Candidate]:
     """Link boxes on adjacent slices with IoU > `iou_threshold` into 3-D candidates, best score first.
 
     Centre = score-weighted mean of the boxes' centres (z = slice index) on the working grid, mapped back
-    to input voxels with `scale_zyx` (grid size / input size); extent = span of slices and largest box
+    to input voxels with `grid`; extent = span of slices and largest box
     side, in mm.
     """
     rows: list[tuple[int, np.ndarray, float]] = []  # (slice, box, score)
@@ -101,7 +101,7 @@ def merge_slice_detections(
             float((boxes[:, 2] - boxes[:, 0]).max() * dx),
         )
         candidate = Candidate(
-            center_zyx_vox=grid_to_input_vox(center_grid, scale_zyx),
+            center_zyx_vox=grid.to_input(center_grid),
             extent_zyx_mm=extent,
             diameter_mm=(extent[1] + extent[2]) / 2,
             score=float(scores.max()),

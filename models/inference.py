@@ -84,10 +84,10 @@ class NoduleDetector:
             raise ValueError(f"hu must be 3-D (z, y, x), got shape {hu.shape}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        volume, scale = self.preprocessing.to_model_grid(hu, spacing_zyx_mm)
+        volume, grid = self.preprocessing.to_model_grid(hu, spacing_zyx_mm)
         detections = detect_slices(self.model, volume, device=self.device, batch_size=batch_size)
         candidates = merge_slice_detections(
-            detections, grid_spacing_zyx_mm=self.preprocessing.spacing_zyx_mm, scale_zyx=scale
+            detections, grid_spacing_zyx_mm=self.preprocessing.spacing_zyx_mm, grid=grid
         )
         threshold = self.score_threshold if score_threshold is None else score_threshold
         kept = [c for c in candidates if c.score >= threshold]

@@ -28,7 +28,7 @@ from models.detector import NODULE_CATEGORIES, build_from_architecture
 from models.evaluation import ScanScores, choose_threshold, froc, operating_point, score_scan
 from models.inference import detect_slices, slice_stack
 from models.model_card import write_model_card
-from models.preprocessing import Preprocessing, input_to_grid_vox
+from models.preprocessing import GridMap, Preprocessing
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, register
 from synth.phantom import Phantom, make_phantom
 
@@ -91,10 +91,8 @@ def slice_boxes(
     return np.array(boxes, dtype=np.float32).reshape(-1, 4)
 
 
-def _grid_nodules(
-    phantom: Phantom, scale: tuple[float, float, float]
-) -> list[tuple[tuple[float, float, float], float]]:
-    return [(input_to_grid_vox(n.center_zyx_vox, scale), n.diameter_mm) for n in phantom.nodules]
+def _grid_nodules(phantom: Phantom, grid: GridMap) -> list[tuple[tuple[float, float, float], float]]:
+    return [(grid.to_grid(n.center_zyx_vox), n.diameter_mm) for n in phantom.nodules]
 
 
 def _augment(image: torch.Tensor, boxes: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,11 +119,9 @@ def _evaluate(model: torch.nn.Module, phantoms: list[Phantom], device: str) -> t
     seconds = 0.0
     for phantom in phantoms:
         start = time.perf_counter()
-        volume, scale = PREPROCESSING.to_model_grid(phantom.hu, phantom.spacing_zyx_mm)
+        volume, grid = PREPROCESSING.to_model_grid(phantom.hu, phantom.spacing_zyx_mm)
         detections = detect_slices(model, volume, device=device)
-        candidates = merge_slice_detections(
-            detections, grid_spacing_zyx_mm=PREPROCESSING.spacing_zyx_mm, scale_zyx=scale
-        )
+        candidates = merge_slice_detections(detections, grid_spacing_zyx_mm=PREPROCESSING.spacing_zyx_mm, grid=grid)
         seconds += time.perf_counter() - start
         truth = [(n.center_zyx_vox, n.diameter_mm) for n in phantom.nodules]
         scans.append(score_scan(candidates, truth, phantom.spacing_zyx_mm, min_diameter_mm=MIN_DIAMETER_MM))
@@ -203,9 +199,9 @@ def train_detector(
     samples: list[TrainingSlice] = []
     for v in range(n_train_volumes):
         phantom = training_phantom(np.random.default_rng([seed, v]))
-        volume, scale = PREPROCESSING.to_model_grid(phantom.hu, phantom.spacing_zyx_mm)
+        volume, grid = PREPROCESSING.to_model_grid(phantom.hu, phantom.spacing_zyx_mm)
         volumes.append(volume)
-        nodules = _grid_nodules(phantom, scale)
+        nodules = _grid_nodules(phantom, grid)
         for k in range(volume.shape[0]):
             boxes = slice_boxes(nodules, k, PREPROCESSING.spacing_zyx_mm)
             if boxes is not None:

@@ -12,7 +12,7 @@ import torch
 
 from models.candidates import Candidate, SliceDetections, merge_slice_detections
 from models.evaluation import operating_point, score_scan
-from models.preprocessing import Preprocessing, grid_to_input_vox, input_to_grid_vox
+from models.preprocessing import GridMap, Preprocessing, grid_to_input_vox, input_to_grid_vox
 from models.registry import (
     REGISTRY_PATH,
     WeightsIntegrityError,
@@ -66,16 +66,33 @@ def test_unknown_model_is_a_clear_error() -> None:
         get_entry("nodule-detector@9.9.9")
 
 
+def test_preprocessing_crops_to_the_body_and_pads_and_maps_back() -> None:
+    prep = Preprocessing(
+        spacing_zyx_mm=(2.0, 2.0, 2.0), window_hu=(-1000.0, 400.0), version="t", crop_body=True, pad_multiple=16
+    )
+    assert Preprocessing.from_dict(prep.to_dict()) == prep
+    hu = np.full((10, 200, 200), -1000.0, dtype=np.float32)  # 1 mm in-plane: 100 x 100 on the grid
+    hu[:, 60:140, 50:170] = 0.0  # the body: 80 x 120 mm
+    hu[4:6, 99:101, 119:121] = 400.0  # a bright 2 x 2 x 2 mm point at voxel (4.5, 99.5, 119.5)
+    volume, grid = prep.to_model_grid(hu, (2.0, 1.0, 1.0))
+    assert tuple(volume.shape) == (10, 64, 80)  # 40 + 2 x 5 margin = 50 -> 64; 60 + 10 = 70 -> 80
+    peak = np.unravel_index(int(volume.argmax()), tuple(volume.shape))
+    assert np.allclose(grid.to_input(tuple(float(c) for c in peak)), (4.5, 99.5, 119.5), atol=1.0)
+    assert grid.to_grid((4.5, 99.5, 119.5)) == pytest.approx(peak, abs=0.5)
+    assert float(volume[0, 0, 0]) == 0.0  # padding and air outside the window's low end are 0
+
+
 def test_preprocessing_resamples_and_windows() -> None:
     prep = Preprocessing(spacing_zyx_mm=(2.5, 2.5, 2.5), window_hu=(-1000.0, 400.0), version="t")
     assert Preprocessing.from_dict(prep.to_dict()) == prep
     hu = np.full((20, 64, 80), -1000.0, dtype=np.float32)
     hu[10, 32, 40] = 400.0
-    volume, scale = prep.to_model_grid(hu, (1.25, 0.8, 0.8))
+    volume, grid = prep.to_model_grid(hu, (1.25, 0.8, 0.8))
     assert volume.dtype == torch.float32 and tuple(volume.shape) == (10, 20, 26)
     assert float(volume.min()) >= 0.0 and float(volume.max()) <= 1.0
     point = (10.0, 32.0, 40.0)
-    assert np.allclose(grid_to_input_vox(input_to_grid_vox(point, scale), scale), point)
+    assert np.allclose(grid_to_input_vox(input_to_grid_vox(point, grid.scale_zyx), grid.scale_zyx), point)
+    assert np.allclose(grid.to_input(grid.to_grid(point)), point)
     with pytest.raises(ValueError, match=r"\(4, 4\)"):
         prep.to_model_grid(np.zeros((4, 4)), (1.0, 1.0, 1.0))
 
@@ -88,7 +105,7 @@ def test_merge_links_overlapping_boxes_on_adjacent_slices() -> None:
         SliceDetections(5, box, torch.tensor([0.5])),
         SliceDetections(5, torch.tensor([[60.0, 60.0, 64.0, 64.0]]), torch.tensor([0.3])),
     ]
-    merged = merge_slice_detections(detections, grid_spacing_zyx_mm=(2.5, 2.5, 2.5), scale_zyx=(1.0, 1.0, 1.0))
+    merged = merge_slice_detections(detections, grid_spacing_zyx_mm=(2.5, 2.5, 2.5), grid=GridMap((1.0, 1.0, 1.0)))
     assert [round(c.score, 3) for c in merged] == [0.9, 0.3]
     first = merged[0]
     assert first.center_zyx_vox[0] == pytest.approx(4.0)
@@ -154,5 +171,5 @@ def test_merge_keeps_one_candidate_per_place() -> None:
         SliceDetections(4, small, torch.tensor([0.6])),
         SliceDetections(5, small, torch.tensor([0.6])),
     ]
-    merged = merge_slice_detections(detections, grid_spacing_zyx_mm=(2.5, 2.5, 2.5), scale_zyx=(1.0, 1.0, 1.0))
+    merged = merge_slice_detections(detections, grid_spacing_zyx_mm=(2.5, 2.5, 2.5), grid=GridMap((1.0, 1.0, 1.0)))
     assert [round(c.score, 2) for c in merged] == [0.9]

@@ -159,6 +159,22 @@ def nightly(settings: Settings) -> None:
 
 
 @main.command()
+def codecs() -> None:
+    """List the transfer syntaxes workers decode, the codec installed for each, and what to install if missing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from workers.codecs import codec_status
+
+    table = Table(title="pixel data codecs")
+    for column in ("transfer syntax UID", "name", "decoded by", "packages"):
+        table.add_column(column, overflow="fold")
+    for uid, name, available, packages in codec_status():
+        table.add_row(uid, name, available if available != "MISSING" else "[red]MISSING[/red]", packages)
+    Console().print(table)
+
+
+@main.command()
 @click.argument("out_url")
 @click.option("--patients", type=int, default=4, show_default=True)
 @click.option("--studies", default="1", show_default=True, help="Studies per patient: N or LOW-HIGH (1 to 4).")

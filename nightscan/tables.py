@@ -21,7 +21,9 @@ def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[
     if truth_counts is not None:
         table.add_column("truth found")
     with factory() as session:
-        counts = dict(session.execute(select(Instance.series_id, func.count()).group_by(Instance.series_id)).all())
+        counts = dict(
+            session.execute(select(Instance.series_id, func.sum(Instance.n_frames)).group_by(Instance.series_id)).all()
+        )
         analyses = session.scalars(
             select(Analysis)
             .join(Study)

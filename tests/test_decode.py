@@ -158,6 +158,14 @@ def test_every_supported_syntax_has_a_codec_installed() -> None:
     rows = codec_status()
     assert {uid for uid, *_ in rows} == set(CODECS)
     assert not [row for row in rows if row[2] == "MISSING"]
+    by_uid = {uid: available for uid, _, available, _ in rows}
+    assert by_uid["1.2.840.10008.1.2.4.80"].startswith("pyjpegls")  # preferred: twice GDCM's speed
+    from click.testing import CliRunner
+
+    from nightscan.cli import main
+
+    result = CliRunner().invoke(main, ["codecs"], terminal_width=200)
+    assert result.exit_code == 0 and "JPEG-LS Lossless" in result.output and "MISSING" not in result.output
 
 
 def test_a_missing_codec_says_which_package_to_install() -> None:

@@ -99,14 +99,16 @@ def is_heavy(transfer_syntax_uid: str | None) -> bool:
 
 
 def codec_status() -> list[tuple[str, str, str, str]]:
-    """One row per supported syntax: (UID, name, the plugins available or "native", packages to install)."""
+    """One row per supported syntax: (UID, name, the plugins available, preferred first, or "native" or
+    "MISSING", packages to install)."""
     rows = []
     for codec in CODECS.values():
         decoder = get_decoder(codec.uid)
         if not codec.preferred_plugin:
             available = "native"
         elif decoder.is_available:
-            available = ", ".join(decoder.available_plugins)
+            plugins = sorted(decoder.available_plugins, key=lambda name: name != codec.preferred_plugin)
+            available = ", ".join(plugins)  # the one nightscan asks for first
         else:
             available = "MISSING"
         rows.append((codec.uid, codec.name, available, " or ".join(codec.packages)))

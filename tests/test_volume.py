@@ -232,3 +232,26 @@ def test_corrupt_object_fails_the_series_naming_it(series) -> None:
     for processes in (1, 2):
         with pytest.raises(DecodeError, match="bad-slice"):
             load(broken, processes=processes)
+
+
+def test_threads_submitting_at_once_start_one_decoder_pool(phantom, monkeypatch) -> None:
+    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+    import workers.series
+
+    started: list[int] = []
+
+    class Counting(ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs) -> None:
+            started.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(workers.series, "ProcessPoolExecutor", Counting)
+    blobs = encode(phantom.hu[:8], options=EncodeOptions(transfer_syntax="jpeg2000-lossless"))
+    pool = DecodePool(2)
+    try:
+        with ThreadPoolExecutor(8) as threads:
+            decoded = list(threads.map(lambda kb: pool.submit(*kb).result(), blobs))
+    finally:
+        pool.close()
+    assert len(started) == 1 and len(decoded) == 8

@@ -45,8 +45,8 @@ CODECS: dict[str, Codec] = {
         Codec("1.2.840.10008.1.2.5", "pylibjpeg", ("pylibjpeg-rle", "pydicom")),  # RLE: 7x faster than pydicom's
         Codec("1.2.840.10008.1.2.4.50", "gdcm", ("python-gdcm", "pillow")),  # JPEG Baseline
         Codec("1.2.840.10008.1.2.4.51", "gdcm", ("python-gdcm", "pillow")),  # JPEG Extended (12 bit)
-        Codec("1.2.840.10008.1.2.4.57", "gdcm", ("python-gdcm",), heavy=True),  # JPEG Lossless
-        Codec("1.2.840.10008.1.2.4.70", "gdcm", ("python-gdcm",), heavy=True),  # JPEG Lossless SV1
+        Codec("1.2.840.10008.1.2.4.57", "gdcm", ("python-gdcm",)),  # JPEG Lossless
+        Codec("1.2.840.10008.1.2.4.70", "gdcm", ("python-gdcm",)),  # JPEG Lossless SV1
         Codec("1.2.840.10008.1.2.4.80", "pyjpegls", ("pyjpegls", "python-gdcm")),  # JPEG-LS Lossless
         Codec("1.2.840.10008.1.2.4.81", "pyjpegls", ("pyjpegls", "python-gdcm")),  # JPEG-LS Near-Lossless
         Codec("1.2.840.10008.1.2.4.90", "pylibjpeg", ("pylibjpeg-openjpeg", "python-gdcm"), heavy=True),  # J2K lossless

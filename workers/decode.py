@@ -58,16 +58,43 @@ class FrameRef:
 
 @dataclass(frozen=True, slots=True)
 class DecodedObject:
-    """An object's frames: ``pixels`` is (frames, rows, columns) float32 (HU for CT), frame f described by frames[f].
+    """An object's frames as stored, with what turns them into values: call :meth:`values` for HU (float32).
 
-    ``padded`` counts the pixels that were padding and now hold :data:`PADDING_HU`.
+    Stored values take half the memory of float32 and cross between processes at half the cost; they are
+    converted one frame at a time, as the volume is assembled. ``stored`` is (frames, rows, columns);
+    ``rescale[f]`` is frame f's (slope, intercept); ``padding`` the (lowest, highest) stored value that marks
+    padding; ``inverted_sum`` is set for MONOCHROME1 radiographs (value -> inverted_sum - value); ``padded``
+    counts the padding pixels, which become :data:`PADDING_HU`.
     """
 
     key: str
     modality: str
     frames: tuple[FrameRef, ...]
-    pixels: np.ndarray
+    stored: np.ndarray
+    rescale: tuple[tuple[float, float], ...]
+    padding: tuple[int, int] | None
+    inverted_sum: float | None
     padded: int
+
+    def values(self, f: int) -> np.ndarray:
+        """Frame f's values, HU for CT: (rows, columns) float32."""
+        slope, intercept = self.rescale[f]
+        values = self.stored[f].astype(np.float32)
+        if slope != 1.0:
+            values *= np.float32(slope)
+        if intercept != 0.0:
+            values += np.float32(intercept)
+        if self.padding is not None:
+            low, high = self.padding
+            values[(self.stored[f] >= low) & (self.stored[f] <= high)] = PADDING_HU
+        if self.inverted_sum is not None:
+            np.subtract(np.float32(self.inverted_sum), values, out=values)
+        return values
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Every frame's values: (frames, rows, columns) float32."""
+        return np.stack([self.values(f) for f in range(len(self.frames))])
 
 
 def decode_object(key: str, data: bytes) -> DecodedObject:
@@ -88,17 +115,22 @@ def decode_object(key: str, data: bytes) -> DecodedObject:
     stored = stored.reshape(len(frames), *frames[0].shape) if stored.ndim == 2 else stored
     if stored.shape != (len(frames), *frames[0].shape):
         raise DecodeError(f"{key}: pixel data of shape {stored.shape} does not match {len(frames)} frames")
-    padding = padding_mask(ds, stored)
-    values = np.empty(stored.shape, dtype=np.float32)
-    for f in range(len(frames)):
-        values[f] = modality_values(key, ds, stored[f], f)
-    if padding is not None:
-        values[padding] = PADDING_HU
+    stored = stored.astype(stored.dtype.newbyteorder("="), copy=False)  # big endian data: native order
+    padding = padding_range(ds)
+    padded = int(((stored >= padding[0]) & (stored <= padding[1])).sum()) if padding else 0
     modality = str(ds.get("Modality", ""))
+    inverted_sum = None
     if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1" and modality != "CT":
-        low, high = modality_values(key, ds, stored_range(ds), 0)
-        np.subtract(low + high, values, out=values)
-    return DecodedObject(key, modality, frames, values, int(padding.sum()) if padding is not None else 0)
+        low, high = (float(v) for v in _lut_values(key, ds, stored_range(ds)))
+        inverted_sum = low + high
+    if "ModalityLUTSequence" in ds and "PerFrameFunctionalGroupsSequence" not in ds:
+        values = _lut_values(key, ds, stored)  # a look-up table, not a line: applied here, once
+        if padding is not None:
+            values[(stored >= padding[0]) & (stored <= padding[1])] = PADDING_HU
+        stored, rescale, padding = values, ((1.0, 0.0),) * len(frames), None
+    else:
+        rescale = tuple(rescale_of(key, ds, f) for f in range(len(frames)))
+    return DecodedObject(key, modality, frames, stored, rescale, padding, inverted_sum, padded)
 
 
 def read_dataset(key: str, data: bytes) -> Dataset:
@@ -154,40 +186,36 @@ def frame_refs(key: str, ds: Dataset) -> tuple[FrameRef, ...]:
         raise DecodeError(f"{key}: missing or invalid geometry (position, orientation, pixel spacing): {exc}") from exc
 
 
-def modality_values(key: str, ds: Dataset, stored: np.ndarray, frame: int) -> np.ndarray:
-    """Apply the modality LUT of ``frame`` to ``stored`` values: HU for CT, float32.
+def rescale_of(key: str, ds: Dataset, frame: int) -> tuple[float, float]:
+    """Frame ``frame``'s (RescaleSlope, RescaleIntercept): HU = stored * slope + intercept for CT.
 
-    Enhanced objects keep RescaleSlope/RescaleIntercept in the Pixel Value Transformation functional group
-    (shared or per frame); classic images at the top level, or as a Modality LUT Sequence.
+    Enhanced objects keep them in the Pixel Value Transformation functional group (shared or per frame);
+    classic images at the top level. Absent: (1, 0).
     """
+    source = ds
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        source = _group(ds, frame, "PixelValueTransformationSequence", required=False) or ds
     try:
-        if "PerFrameFunctionalGroupsSequence" in ds:
-            transform = _group(ds, frame, "PixelValueTransformationSequence", required=False)
-            source = transform if transform is not None else ds
-            slope, intercept = float(source.get("RescaleSlope", 1.0)), float(source.get("RescaleIntercept", 0.0))
-        elif "ModalityLUTSequence" in ds:
-            return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
-        else:
-            slope, intercept = float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0))
+        return float(source.get("RescaleSlope", 1.0)), float(source.get("RescaleIntercept", 0.0))
     except (TypeError, ValueError) as exc:
         raise DecodeError(f"{key}: invalid rescale slope or intercept: {exc}") from exc
-    values = stored.astype(np.float32)
-    if slope != 1.0:
-        values *= np.float32(slope)
-    if intercept != 0.0:
-        values += np.float32(intercept)
-    return values
 
 
-def padding_mask(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
-    """Pixels whose stored value is PixelPaddingValue, or between it and PixelPaddingRangeLimit (inclusive)."""
+def _lut_values(key: str, ds: Dataset, stored: np.ndarray) -> np.ndarray:
+    """The modality LUT (a Modality LUT Sequence, or rescale of frame 0) applied to ``stored``: float32."""
+    if "ModalityLUTSequence" in ds:
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+    slope, intercept = rescale_of(key, ds, 0)
+    return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+
+
+def padding_range(ds: Dataset) -> tuple[int, int] | None:
+    """(lowest, highest) stored value marking padding: PixelPaddingValue up to PixelPaddingRangeLimit, inclusive."""
     if "PixelPaddingValue" not in ds:
         return None
     first = _as_stored(ds, ds.PixelPaddingValue)
     last = _as_stored(ds, ds.get("PixelPaddingRangeLimit", ds.PixelPaddingValue))
-    low, high = min(first, last), max(first, last)
-    mask = (stored >= low) & (stored <= high)
-    return mask if mask.any() else None
+    return min(first, last), max(first, last)
 
 
 def stored_range(ds: Dataset) -> np.ndarray:

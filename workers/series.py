@@ -1,18 +1,20 @@
 """Load one series into a :class:`~workers.volume.Volume`: fetch and decode its objects at once, then place them.
 
 Fetching runs in threads (many GETs in flight). Each object is decoded as soon as it arrives: in the
-fetching thread, or, for the slow codecs (JPEG 2000, HTJ2K, the JPEG processes: ``Codec.heavy``), in a pool of
+fetching thread, or, for the slow codecs (JPEG 2000, HTJ2K: ``Codec.heavy``), in a pool of
 decoder processes. The codecs hold the GIL, so more threads add nothing; a process costs a copy of the
 pixels back to this one, which pays only where decoding a slice takes far longer than copying it
 (``python -m bench.decode_speed``).
-The compressed bytes of an object are dropped once it is decoded, and each decoded frame once it is in the
-volume, so memory stays in proportion to one series.
+The compressed bytes of an object are dropped once it is decoded; decoded frames wait as stored integers
+(half the size of float32) and become HU one at a time, straight into the volume, so memory stays in
+proportion to one series: the volume plus half of it.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -41,6 +43,7 @@ class DecodePool:
             raise ValueError(f"processes must be >= 1, got {processes}")
         self.processes = processes
         self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
 
     @property
     def inline(self) -> bool:
@@ -51,8 +54,11 @@ class DecodePool:
         """Decode ``data`` (the object at ``key``) in a worker process."""
         if self._executor is None:
             _allow_children()
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            self._executor = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context(method))
+            with self._lock:  # fetching threads submit at once: one executor, not one each
+                if self._executor is None:
+                    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+                    context = multiprocessing.get_context(method)
+                    self._executor = ProcessPoolExecutor(self.processes, mp_context=context)
         return self._executor.submit(decode_object, key, data)
 
     def reset(self) -> None:
@@ -142,7 +148,7 @@ def load_series(
         remaining[o] -= 1
         if remaining[o] == 0:
             objects[o] = None
-        return obj.pixels[f]
+        return obj.values(f)
 
     volume = assemble(plan, take)
     stats = LoadStats(

@@ -190,4 +190,17 @@ def test_transfer_syntax_is_read_from_the_first_bytes() -> None:
     assert transfer_syntax_of(real("CT_small.dcm")[1]) == "1.2.840.10008.1.2.1"
     assert transfer_syntax_of(real("693_J2KI.dcm")[1][:400]) == "1.2.840.10008.1.2.4.91"
     assert transfer_syntax_of(real("no_meta.dcm")[1]) is None
-    assert is_heavy("1.2.840.10008.1.2.4.91") and not is_heavy("1.2.840.10008.1.2.1") and not is_heavy(None)
+    assert is_heavy("1.2.840.10008.1.2.4.201") and not is_heavy("1.2.840.10008.1.2.1") and not is_heavy(None)
+
+
+def test_jpeg2000_with_a_pixel_representation_mismatch_decodes_alike_in_both_codecs() -> None:
+    """J2K_pixelrep_mismatch: the codestream is unsigned while the dataset says signed; pydicom corrects both."""
+    key, data = real("J2K_pixelrep_mismatch.dcm")
+    ds = pydicom.dcmread(get_testdata_file(key))
+    from pydicom.pixels import get_decoder
+
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    by_openjpeg, _ = decoder.as_array(ds, decoding_plugin="pylibjpeg")
+    by_gdcm, _ = decoder.as_array(ds, decoding_plugin="gdcm")
+    np.testing.assert_array_equal(by_openjpeg, by_gdcm)
+    np.testing.assert_array_equal(decode_object(key, data).stored[0], by_openjpeg)

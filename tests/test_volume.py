@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -34,11 +35,16 @@ RESAMPLE = IrregularSeries.RESAMPLE
 def load(
     blobs: list[tuple[str, bytes]], policy: IrregularSeries = IrregularSeries.REJECT, processes: int = 1
 ) -> Volume:
-    """The volume of ``blobs`` ((key, bytes) pairs), loaded as the worker loads a series."""
+    """The volume of ``blobs`` ((key, bytes) pairs), loaded as the worker loads a series.
+
+    With ``processes`` > 1 every object goes to the decoder processes, whatever its syntax (only HTJ2K would,
+    and no installed package can write HTJ2K), so that the process path is what is tested.
+    """
     store = dict(blobs)
     pool = DecodePool(processes)
     try:
-        volume, _ = load_series(list(store), store.__getitem__, fetch_threads=4, pool=pool, policy=policy)
+        with patch("workers.series.is_heavy", return_value=processes > 1):
+            volume, _ = load_series(list(store), store.__getitem__, fetch_threads=4, pool=pool, policy=policy)
     finally:
         pool.close()
     return volume

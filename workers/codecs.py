@@ -2,8 +2,10 @@
 
 pydicom 3 decodes pixel data through plugins (``pydicom.pixels``). Each syntax gets the fastest plugin
 measured on CT slices (``python -m bench.decode_speed``); when it is not installed, pydicom's own order
-of the remaining plugins is used. The codec packages nightscan installs are all BSD or MIT licensed:
-pylibjpeg-libjpeg (GPL-3) is deliberately not used; python-gdcm decodes the JPEG processes instead.
+of the remaining plugins is used. JPEG 2000 goes to GDCM, whose OpenJPEG decodes on several threads;
+HTJ2K, which only pylibjpeg-openjpeg decodes (on one thread, holding the GIL), to decoder processes.
+The codec packages nightscan installs are all BSD or MIT licensed: pylibjpeg-libjpeg (GPL-3) is
+deliberately not used; python-gdcm decodes the JPEG processes instead.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ CODECS: dict[str, Codec] = {
         Codec("1.2.840.10008.1.2.4.70", "gdcm", ("python-gdcm",)),  # JPEG Lossless SV1
         Codec("1.2.840.10008.1.2.4.80", "pyjpegls", ("pyjpegls", "python-gdcm")),  # JPEG-LS Lossless
         Codec("1.2.840.10008.1.2.4.81", "pyjpegls", ("pyjpegls", "python-gdcm")),  # JPEG-LS Near-Lossless
-        Codec("1.2.840.10008.1.2.4.90", "pylibjpeg", ("pylibjpeg-openjpeg", "python-gdcm"), heavy=True),  # J2K lossless
-        Codec("1.2.840.10008.1.2.4.91", "pylibjpeg", ("pylibjpeg-openjpeg", "python-gdcm"), heavy=True),  # JPEG 2000
+        Codec("1.2.840.10008.1.2.4.90", "gdcm", ("python-gdcm", "pylibjpeg-openjpeg")),  # JPEG 2000 Lossless
+        Codec("1.2.840.10008.1.2.4.91", "gdcm", ("python-gdcm", "pylibjpeg-openjpeg")),  # JPEG 2000
         Codec("1.2.840.10008.1.2.4.201", "pylibjpeg", ("pylibjpeg-openjpeg",), heavy=True),  # HTJ2K Lossless
         Codec("1.2.840.10008.1.2.4.202", "pylibjpeg", ("pylibjpeg-openjpeg",), heavy=True),  # HTJ2K Lossless RPCL
         Codec("1.2.840.10008.1.2.4.203", "pylibjpeg", ("pylibjpeg-openjpeg",), heavy=True),  # HTJ2K

@@ -1,7 +1,7 @@
 """Load one series into a :class:`~workers.volume.Volume`: fetch and decode its objects at once, then place them.
 
 Fetching runs in threads (many GETs in flight). Each object is decoded as soon as it arrives: in the
-fetching thread, or, for the slow codecs (JPEG 2000, HTJ2K: ``Codec.heavy``), in a pool of
+fetching thread, or, for the slow codec that holds the GIL (HTJ2K: ``Codec.heavy``), in a pool of
 decoder processes. The codecs hold the GIL, so more threads add nothing; a process costs a copy of the
 pixels back to this one, which pays only where decoding a slice takes far longer than copying it
 (``python -m bench.decode_speed``).

@@ -133,3 +133,69 @@ def load_detector(ref: str, device: str = "cpu", *, registry_path: Path | None =
     model.load_state_dict(state)
     logger.info("loaded %s (sha256 %s) on %s", entry.ref, entry.sha256[:12], device)
     return NoduleDetector(model, entry, device=device)
+
+
+class DuplicateModelError(ValueError):
+    """A model with this name and version is already registered."""
+
+
+ENTRY_FILE_FIELDS = ("name", "version", "architecture", "preprocessing", "categories", "score_threshold")
+"""Fields an entry file for :func:`register_weights` must give (sha256 and weights are filled in)."""
+
+
+def add_entry(entry: ModelEntry, registry_path: Path | None = None) -> None:
+    """Add `entry`; DuplicateModelError naming it when its name@version is already registered."""
+    path = registry_path or REGISTRY_PATH
+    if entry.ref in {e.ref for e in list_entries(path)}:
+        raise DuplicateModelError(f"model {entry.ref} is already registered in {path}; give it a new version")
+    register(entry, path)
+
+
+def register_weights(
+    weights: Path,
+    fields: dict[str, Any],
+    registry_path: Path | None = None,
+) -> ModelEntry:
+    """Register the weights file `weights` with the entry `fields` (those of :data:`ENTRY_FILE_FIELDS`, and
+    optionally metrics, provisional, trained_at, training_command); its sha256 is computed here.
+
+    Weights outside the registry's folder are copied to ``weights/<name>-<version><suffix>`` beside it
+    (never over an existing file). Refuses a duplicate name@version (DuplicateModelError), a missing
+    field, an unknown field, or a score threshold outside 0..1 (ValueError naming the value).
+    """
+    path = registry_path or REGISTRY_PATH
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    missing = [f for f in ENTRY_FILE_FIELDS if f not in fields]
+    if missing:
+        raise ValueError(f"entry lacks {missing}; it must give {list(ENTRY_FILE_FIELDS)}")
+    known = {f for f in ModelEntry.__dataclass_fields__} - {"weights", "sha256"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown entry fields {unknown}; known: {sorted(known)}")
+    threshold = fields["score_threshold"]
+    if not isinstance(threshold, int | float) or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"score_threshold must be a number in 0..1, got {threshold!r}")
+    if not isinstance(fields["architecture"], dict) or "builder" not in fields["architecture"]:
+        raise ValueError(f"architecture must be {{'builder': name, 'kwargs': {{...}}}}, got {fields['architecture']!r}")
+    ref = f"{fields['name']}@{fields['version']}"
+    if ref in {e.ref for e in list_entries(path)}:
+        raise DuplicateModelError(f"model {ref} is already registered in {path}; give it a new version")
+
+    root = path.parent.resolve()
+    source = weights.resolve()
+    if source.is_relative_to(root):
+        relative = source.relative_to(root)
+    else:
+        relative = Path("weights") / f"{fields['name']}-{fields['version']}{weights.suffix}"
+        target = root / relative
+        if target.exists():
+            raise FileExistsError(f"{target} exists; refusing to overwrite it with {weights}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    entry = ModelEntry.from_dict(
+        {**fields, "score_threshold": float(threshold), "weights": relative.as_posix(), "sha256": file_sha256(source)}
+    )
+    add_entry(entry, path)
+    return entry

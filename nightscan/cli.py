@@ -327,5 +327,253 @@ def models_publish(settings: Settings, store_url: str) -> None:
     click.echo(f"published {len(keys)} objects to {store_url}")
 
 
+_REGISTRY_OPTION = click.option(
+    "--registry",
+    "registry_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Registry JSON file (default: the shipped models/registry.json).",
+)
+
+
+@models.command("show")
+@click.argument("ref")
+@_REGISTRY_OPTION
+def models_show(ref: str, registry_path: str | None) -> None:
+    """Print the registry entry of REF (name@version, or name for its highest version)."""
+    import json
+    from pathlib import Path
+
+    from models.registry import get_entry
+
+    try:
+        entry = get_entry(ref, Path(registry_path) if registry_path else None)
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from exc
+    metrics = {k: v for k, v in entry.metrics.items() if k != "history"}
+    rows = [
+        ("architecture", json.dumps(entry.architecture)),
+        ("weights", entry.weights),
+        ("sha256", entry.sha256),
+        ("preprocessing", json.dumps(entry.preprocessing.to_dict())),
+        ("categories", ", ".join(entry.categories)),
+        ("score threshold", f"{entry.score_threshold:.4f}"),
+        ("provisional", "yes" if entry.provisional else "no"),
+        ("trained at", entry.trained_at or "?"),
+        ("training command", entry.training_command or "?"),
+        ("history", f"{len(entry.metrics.get('history', []))} epochs"),
+    ]
+    click.echo(entry.ref)
+    for name, value in rows:
+        click.echo(f"  {name + ':':<18}{value}")
+    click.echo("  metrics:")
+    for line in json.dumps(metrics, indent=2).splitlines():
+        click.echo(f"    {line}")
+
+
+@models.command("register")
+@click.argument("weights", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--entry",
+    "entry_file",
+    type=click.Path(exists=True, dir_okay=False),
+    required=True,
+    help="JSON with name, version, architecture, preprocessing, categories, score_threshold "
+    "(and optionally metrics, provisional, trained_at, training_command).",
+)
+@click.option("--name", default=None, help="Overrides the entry file's name.")
+@click.option("--version", "version_", default=None, help="Overrides the entry file's version.")
+@_REGISTRY_OPTION
+def models_register(
+    weights: str, entry_file: str, name: str | None, version_: str | None, registry_path: str | None
+) -> None:
+    """Register WEIGHTS with its sha256 under name@version; refuses a name@version already registered."""
+    import json
+    from pathlib import Path
+
+    from models.registry import REGISTRY_PATH, register_weights
+
+    try:
+        fields = json.loads(Path(entry_file).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{entry_file}: not JSON: {exc}", param_hint="--entry") from exc
+    if not isinstance(fields, dict):
+        raise click.BadParameter(
+            f"{entry_file}: expected a JSON object, got {type(fields).__name__}", param_hint="--entry"
+        )
+    fields.pop("sha256", None)
+    fields.pop("weights", None)
+    if name:
+        fields["name"] = name
+    if version_:
+        fields["version"] = version_
+    path = Path(registry_path) if registry_path else REGISTRY_PATH
+    try:
+        entry = register_weights(Path(weights), fields, path)
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"registered {entry.ref} sha256={entry.sha256[:12]} weights={entry.weights} in {path}")
+
+
+@models.command("evaluate")
+@click.argument("ref")
+@click.option("--archive", "archive_url", default=None, help="Held-out archive URL (file:// or s3://).")
+@click.option("--truth", "truth_path", type=click.Path(dir_okay=False), default=None, help="Its ground truth JSON.")
+@click.option("--generate", type=int, default=None, help="Instead: write a fresh archive of N patients first.")
+@click.option("--seed", type=int, default=777, show_default=True, help="Seed of --generate (not a training seed).")
+@click.option("--shape", default="100x256x256", show_default=True, help="Voxels per generated study, ZxYxX.")
+@click.option("--spacing", default="2.5x1.4x1.4", show_default=True, help="Generated voxel size in mm, ZxYxX.")
+@click.option(
+    "--archive-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the generated archive (default: a new temporary folder).",
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Report and plots go here.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@_REGISTRY_OPTION
+@click.pass_obj
+def models_evaluate(
+    settings: Settings,
+    ref: str,
+    archive_url: str | None,
+    truth_path: str | None,
+    generate: int | None,
+    seed: int,
+    shape: str,
+    spacing: str,
+    archive_dir: str | None,
+    out_dir: str,
+    device: str,
+    registry_path: str | None,
+) -> None:
+    """Evaluate detector REF (name@version) on a held-out archive: FROC/CPM, sensitivities, diameter error.
+
+    Give --archive and --truth, or --generate N (with --seed) to synthesise one. Writes report.json and PNG
+    plots into --out and prints the key figures.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from models.evaluate import evaluate_detector
+    from synth.archive import read_ground_truth
+
+    if (generate is None) == (archive_url is None):
+        raise click.UsageError("give either --archive URL with --truth FILE, or --generate N")
+    if archive_url is not None and truth_path is None:
+        raise click.UsageError("--archive needs --truth (the archive's ground truth JSON)")
+    out = Path(out_dir)
+    if generate is not None:
+        truth, archive_url = _generate_held_out(
+            settings,
+            generate,
+            seed,
+            _triple(shape, int, "--shape"),
+            _triple(spacing, float, "--spacing"),
+            archive_dir or tempfile.mkdtemp(prefix=f"nightscan-eval-{seed}-"),
+            out_dir,
+        )
+    else:
+        assert truth_path is not None
+        truth = read_ground_truth(truth_path)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    report = evaluate_detector(
+        ref,
+        archive_url,
+        truth,
+        out,
+        settings,
+        device=device,
+        registry_path=Path(registry_path) if registry_path else None,
+    )
+    _print_evaluation(report, out_dir)
+
+
+def _generate_held_out(
+    settings: Settings,
+    n_patients: int,
+    seed: int,
+    shape: tuple,
+    spacing: tuple,
+    archive_dir: str,
+    out_dir: str,
+) -> tuple:
+    """Write a synthetic archive of `n_patients` to `archive_dir` (file://) and its truth to out_dir/truth.json."""
+    from pathlib import Path
+
+    from nightscan.progress import progress_bar
+    from nightscan.storage import open_storage
+    from synth.archive import generate_archive, write_ground_truth
+
+    folder, out = Path(archive_dir), Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    url = folder.resolve().as_uri()
+    storage = open_storage(url, settings)
+    with progress_bar("synthesising held-out archive", total=None, unit="studies") as advance:
+        truth = generate_archive(
+            storage.put, n_patients=n_patients, seed=seed, shape_zyx=shape, spacing_zyx_mm=spacing, on_study=advance
+        )
+    write_ground_truth(truth, out / "truth.json")
+    click.echo(f"held-out archive: {url} (seed {seed}); ground truth: {out / 'truth.json'}")
+    return truth, url
+
+
+def _print_evaluation(report: dict, out_dir: str) -> None:
+    """The key figures of an evaluation report, with the issue's targets."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(value: object, digits: int = 3) -> str:
+        if value is None or (isinstance(value, float) and value != value):
+            return "n/a"
+        return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+    det, diam, timing = report["detection"], report["diameter"], report["timing"]
+    truth = report["truth"]
+    table = Table(
+        title=f"{report['model']['ref']} on {truth['n_studies']} studies, {truth['n_nodules']} nodules "
+        f"({truth['n_nodules_ge_4mm']} >= 4 mm, {truth['n_nodules_ge_6mm']} >= 6 mm)"
+    )
+    for column in ("figure", "value", "target"):
+        table.add_column(column)
+    rows = [
+        ("CPM, nodules >= 4 mm", fmt(det["ge_4mm"]["cpm"]), ">= 0.85"),
+        ("CPM, nodules >= 6 mm", fmt(det["ge_6mm"]["cpm"]), ""),
+        ("sensitivity at 1 FP/scan, >= 4 mm", fmt(det["ge_4mm"]["sensitivity_at_1fp"]), ""),
+        ("sensitivity at 1 FP/scan, >= 6 mm", fmt(det["ge_6mm"]["sensitivity_at_1fp"]), ">= 0.95"),
+        (
+            f"at threshold {report['model']['score_threshold']:.3f}: sensitivity >= 6 mm",
+            fmt(det["ge_6mm"]["at_threshold"]["sensitivity"]),
+            "",
+        ),
+        ("at threshold: false positives per scan", fmt(det["fp_per_scan_at_threshold"], 2), ""),
+    ]
+    for label, row in det["sensitivity_by_size_at_threshold"].items():
+        rows.append(
+            (f"  sensitivity {label} mm at threshold", f"{fmt(row['sensitivity'])} ({row['detected']}/{row['n']})", "")
+        )
+    rows += [
+        (f"diameter MAE >= 6 mm, mm ({diam['source']})", fmt(diam["mae_mm_ge_6mm"], 2), "<= 1.0"),
+        ("diameter MAE >= 4 mm, mm", fmt(diam["mae_mm_ge_4mm"], 2), ""),
+    ]
+    classification = report.get("classification")
+    if classification:
+        rows.append(("nodule vs not ROC AUC", fmt(classification["nodule_vs_not"]["roc_auc"]), ""))
+        if classification.get("type"):
+            rows.append(("nodule type accuracy", fmt(classification["type"]["accuracy"]), ">= 0.9"))
+    rows += [
+        ("seconds per study (load + detect)", fmt(timing["seconds_per_study"], 2), ""),
+        ("  of which detect", fmt(timing["detect_seconds_per_study"], 2), "< 30 s for 120x256x256"),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(f"report: {os.path.join(out_dir, 'report.json')}; plots: {', '.join(report['plots'].values())}")
+
+
 if __name__ == "__main__":
     main()

@@ -192,6 +192,9 @@ class Analysis(Base):
     inputs: Mapped[list[list[str]] | None] = mapped_column(JSON)  # [[key, etag], ...]
     # the volume the model saw: shape (z, y, x), spacing_mm (z, y, x), corrections (resampling, in words)
     volume: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    classifier: Mapped[str | None] = mapped_column(String(128))  # candidate classifier name@version, if any
+    classifier_sha256: Mapped[str | None] = mapped_column(String(64))
+    study_score: Mapped[float | None] = mapped_column(Float)  # study-level abnormality score, 0..1
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -268,5 +271,12 @@ class Finding(Base):
     extent_mm: Mapped[list[float]] = mapped_column(JSON)  # (z, y, x) extent in mm
     sop_instance_uid: Mapped[str | None] = mapped_column(String(64))  # slice through the centre
     frame_number: Mapped[int | None] = mapped_column(Integer)  # 1-based frame of a multi-frame instance
+    # measured from a segmentation (models/measurement.py), mm and mm3; None where it could not be measured
+    nodule_type: Mapped[str | None] = mapped_column(String(16))  # solid, part-solid, ground-glass
+    probability: Mapped[float | None] = mapped_column(Float)  # the candidate classifier's nodule probability
+    long_axis_mm: Mapped[float | None] = mapped_column(Float)
+    short_axis_mm: Mapped[float | None] = mapped_column(Float)
+    volume_mm3: Mapped[float | None] = mapped_column(Float)
+    solid_component_mm: Mapped[float | None] = mapped_column(Float)  # part-solid nodules: the core's mean diameter
 
     analysis: Mapped[Analysis] = relationship(back_populates="findings")

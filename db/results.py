@@ -68,11 +68,16 @@ def write_findings(
     model_sha256: str,
     preprocessing: str,
     volume: dict[str, object] | None = None,
+    classifier: str | None = None,
+    classifier_sha256: str | None = None,
+    study_score: float | None = None,
 ) -> bool:
     """Write ``findings`` and mark the analysis done, unless it is done already; True if written.
 
     ``timings_s`` gets a ``write`` entry: the seconds spent here, the commit excepted. ``volume`` describes
-    the volume the model saw (shape, spacing in mm, corrections made while building it).
+    the volume the model saw (shape, spacing in mm, corrections made while building it); ``classifier`` and
+    ``classifier_sha256`` the candidate classifier that scored the findings, ``study_score`` its study-level
+    abnormality score (0 to 1).
     """
     start = time.perf_counter()
     result = session.execute(
@@ -86,6 +91,9 @@ def write_findings(
             model_sha256=model_sha256,
             preprocessing=preprocessing,
             volume=volume,
+            classifier=classifier,
+            classifier_sha256=classifier_sha256,
+            study_score=study_score,
         )
     )
     if result.rowcount == 0:

@@ -358,6 +358,10 @@ def _study_row(r: _StudyResult, threshold: float) -> dict[str, Any]:
             "best_score": r.candidates[best].score if best is not None else None,
             "detected_at_threshold": best is not None and r.candidates[best].score >= threshold,
         }
+        if len(r.candidates):
+            distances = np.linalg.norm(r.centers_xyz_mm - np.asarray(nodule.center_xyz_mm), axis=1)
+            nearest = int(np.argmin(distances))
+            row["nearest_candidate"] = {"distance_mm": float(distances[nearest]), "score": r.candidates[nearest].score}
         if best is not None:
             row["distance_mm"] = float(np.linalg.norm(r.centers_xyz_mm[best] - np.asarray(nodule.center_xyz_mm)))
             row["detector_diameter_mm"] = r.candidates[best].diameter_mm

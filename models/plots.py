@@ -174,9 +174,7 @@ def diameter_scatter_plot(
     ax.set_ylabel("measured diameter (mm)")
     ax.grid(True, alpha=0.4)
     ax.legend(loc="upper left")
-    suffix = (
-        f" (MAE {mae_mm:.2f} mm, n={t.size})" if mae_mm is not None and not math.isnan(mae_mm) else f" (n={t.size})"
-    )
-    ax.set_title(title + suffix, fontsize=10)
+    summary = f"MAE {mae_mm:.2f} mm, n={t.size}" if mae_mm is not None and not math.isnan(mae_mm) else f"n={t.size}"
+    ax.set_title(f"{title}\n{summary}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -545,19 +545,19 @@ def _print_evaluation(report: dict, out_dir: str) -> None:
         ("sensitivity at 1 FP/scan, >= 4 mm", fmt(det["ge_4mm"]["sensitivity_at_1fp"]), ""),
         ("sensitivity at 1 FP/scan, >= 6 mm", fmt(det["ge_6mm"]["sensitivity_at_1fp"]), ">= 0.95"),
         (
-            f"at threshold {report['model']['score_threshold']:.3f}: sensitivity >= 6 mm",
+            f"sensitivity >= 6 mm at threshold {report['model']['score_threshold']:.3f}",
             fmt(det["ge_6mm"]["at_threshold"]["sensitivity"]),
             "",
         ),
-        ("at threshold: false positives per scan", fmt(det["fp_per_scan_at_threshold"], 2), ""),
+        ("false positives per scan at threshold", fmt(det["fp_per_scan_at_threshold"], 2), ""),
     ]
     for label, row in det["sensitivity_by_size_at_threshold"].items():
         rows.append(
             (f"  sensitivity {label} mm at threshold", f"{fmt(row['sensitivity'])} ({row['detected']}/{row['n']})", "")
         )
     rows += [
-        (f"diameter MAE >= 6 mm, mm ({diam['source']})", fmt(diam["mae_mm_ge_6mm"], 2), "<= 1.0"),
-        ("diameter MAE >= 4 mm, mm", fmt(diam["mae_mm_ge_4mm"], 2), ""),
+        ("diameter MAE >= 6 mm (mm)", fmt(diam["mae_mm_ge_6mm"], 2), "<= 1.0"),
+        ("diameter MAE >= 4 mm (mm)", fmt(diam["mae_mm_ge_4mm"], 2), ""),
     ]
     classification = report.get("classification")
     if classification:
@@ -572,6 +572,7 @@ def _print_evaluation(report: dict, out_dir: str) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    console.print(f"diameters: {diam['source']}")
     console.print(f"report: {os.path.join(out_dir, 'report.json')}; plots: {', '.join(report['plots'].values())}")
 
 

@@ -12,11 +12,14 @@ covers every operating point; "at threshold" figures keep those with score >= th
 Two later steps plug in as optional callables:
 
 - ``classify(volume, candidates)``: one :class:`CandidateClassLike` per candidate (nodule probability 0..1,
-  and type or None), run on the candidates kept at the registry threshold (as in production). It adds the
+  and type or None; ``models.classifier.Classification`` is one, :func:`classify_with` adapts a classifier),
+  run on the candidates kept at the registry threshold (as in production). It adds the
   nodule-vs-not ROC AUC and binary metrics, a FROC with the probability as score and, when types are given,
   type accuracy and its confusion matrix over the detected nodules.
-- ``measure(volume, candidate)``: diameters of a detected nodule (anything with ``mean_diameter_mm``);
-  without it the diameter error is that of the detector's box diameter (coarse).
+- ``measure(volume, candidate)``: diameters of a detected nodule (anything with ``mean_diameter_mm``; None
+  or ValueError when it finds no nodule there, counted as a failure); :func:`measure_with` adapts
+  ``models.measurement.measure_nodule``. Without it the diameter error is that of the detector's box
+  diameter (coarse).
 """
 
 from __future__ import annotations
@@ -76,15 +79,15 @@ class CandidateClassLike(Protocol):
     def nodule_probability(self) -> float: ...
 
     @property
-    def kind(self) -> str | None: ...
+    def nodule_type(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
 class CandidateClass:
-    """A plain :class:`CandidateClassLike`; `kind` one of :data:`NODULE_KINDS` or None."""
+    """A plain :class:`CandidateClassLike`; `nodule_type` one of :data:`NODULE_KINDS` or None."""
 
     nodule_probability: float
-    kind: str | None = None
+    nodule_type: str | None = None
 
 
 class MeasurementLike(Protocol):
@@ -98,6 +101,32 @@ Classify = Callable[["Volume", Sequence[Candidate]], Sequence[CandidateClassLike
 Measure = Callable[["Volume", Candidate], MeasurementLike | None]
 
 
+class _Classifies(Protocol):
+    def classify(
+        self, hu: np.ndarray, spacing_zyx_mm: tuple[float, float, float], centers_zyx_vox: Sequence[Sequence[float]]
+    ) -> Sequence[CandidateClassLike]: ...
+
+
+def classify_with(classifier: _Classifies) -> Classify:
+    """A classify step from a classifier with ``classify(hu, spacing_zyx_mm, centers_zyx_vox)``."""
+
+    def step(volume: Volume, candidates: Sequence[Candidate]) -> Sequence[CandidateClassLike]:
+        return classifier.classify(volume.hu, volume.spacing_zyx_mm, [c.center_zyx_vox for c in candidates])
+
+    return step
+
+
+def measure_with(measure_fn: Callable[..., MeasurementLike]) -> Measure:
+    """A measure step from ``measure_fn(hu, spacing_zyx_mm, center_zyx_vox, *, approx_diameter_mm)``."""
+
+    def step(volume: Volume, candidate: Candidate) -> MeasurementLike:
+        return measure_fn(
+            volume.hu, volume.spacing_zyx_mm, candidate.center_zyx_vox, approx_diameter_mm=candidate.diameter_mm
+        )
+
+    return step
+
+
 @dataclass
 class _StudyResult:
     """One evaluated study: the truth, the candidates (all scores) with their world centres, and the match."""
@@ -109,6 +138,7 @@ class _StudyResult:
     classes: dict[int, CandidateClassLike]  # candidate index -> verdict (candidates kept at the threshold)
     measured_mm: dict[int, float]  # nodule index -> measured mean diameter of its best candidate
     seconds: dict[str, float]
+    measure_failures: int = 0
 
     @property
     def scores(self) -> list[float]:
@@ -195,8 +225,14 @@ def evaluate_detector(
             if measure is not None:
                 for j, best in enumerate(result.match.best_candidate):
                     if best is not None and candidates[best].score >= threshold:
-                        measured = measure(volume, candidates[best])
-                        if measured is not None:
+                        try:
+                            measured = measure(volume, candidates[best])
+                        except ValueError as exc:
+                            logger.warning("%s: no measurement at %s: %s", study.study_uid, candidates[best], exc)
+                            measured = None
+                        if measured is None:
+                            result.measure_failures += 1
+                        else:
                             result.measured_mm[j] = float(measured.mean_diameter_mm)
             t4 = time.perf_counter()
             result.seconds = {"load": t1 - t0, "detect": t2 - t1, "classify": t3 - t2, "measure": t4 - t3}
@@ -332,6 +368,7 @@ def _report(
         "diameter": {
             "source": "measure" if measured else "detector box (mean in-plane extent)",
             "n_detected": len(true_mm),
+            "measure_failures": sum(r.measure_failures for r in results),
             "mae_mm_ge_4mm": metrics.mean_absolute_error(t[t >= 4.0], m[t >= 4.0]),
             "mae_mm_ge_6mm": metrics.mean_absolute_error(t[t >= 6.0], m[t >= 6.0]),
             "by_size": metrics.diameter_error_by_size(true_mm, measured_mm, REPORT_SIZE_BINS_MM),
@@ -368,7 +405,8 @@ def _study_row(r: _StudyResult, threshold: float) -> dict[str, Any]:
             if j in r.measured_mm:
                 row["measured_diameter_mm"] = r.measured_mm[j]
             if best in r.classes:
-                row["predicted_kind"] = r.classes[best].kind
+                row["predicted_type"] = r.classes[best].nodule_type
+                row["nodule_probability"] = r.classes[best].nodule_probability
         nodules.append(row)
     return {
         "patient_id": r.study.patient_id,
@@ -408,7 +446,7 @@ def _classification(
         for nodule, best in zip(r.study.nodules, r.match.best_candidate, strict=True):
             if best is None or r.candidates[best].score < threshold or best not in r.classes:
                 continue
-            kind = r.classes[best].kind
+            kind = r.classes[best].nodule_type
             if kind is not None:
                 true_kinds.append(str(nodule.kind))
                 predicted_kinds.append(str(kind))

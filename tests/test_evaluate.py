@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from models.candidates import Candidate
-from models.evaluate import CandidateClass, evaluate_detector, image_keys
+from models.evaluate import CandidateClass, evaluate_detector, image_keys, measure_with
 from models.registry import get_entry, load_detector, weights_path
 from nightscan.cli import main
 from nightscan.storage import open_storage
@@ -135,6 +135,13 @@ class Measured:
         self.mean_diameter_mm = mean_diameter_mm
 
 
+def measure_plus_half_mm(hu: np.ndarray, spacing: tuple, centre: tuple, *, approx_diameter_mm: float) -> Measured:
+    """Like models.measurement.measure_nodule: 0.5 mm more than the detector's diameter, none above 15 mm."""
+    if approx_diameter_mm > 15.0:
+        raise ValueError(f"no nodule at {centre}")
+    return Measured(approx_diameter_mm + 0.5)
+
+
 def test_matching_on_a_hand_made_case(tmp_path: Path) -> None:
     storage = open_storage((tmp_path / "archive").as_uri())
     # Localizer, report, duplicate and truncated objects too: only the "image" objects are the series.
@@ -152,7 +159,7 @@ def test_matching_on_a_hand_made_case(tmp_path: Path) -> None:
         tmp_path / "out",
         detector=FakeDetector(truth),
         classify=classify,
-        measure=lambda volume, c: Measured(c.diameter_mm + 0.5),
+        measure=measure_with(measure_plus_half_mm),
         progress=False,
     )
     det = report["detection"]["ge_4mm"]
@@ -166,9 +173,11 @@ def test_matching_on_a_hand_made_case(tmp_path: Path) -> None:
     for study in report["studies"]:
         assert study["false_positives_at_threshold"] == 1 and study["n_candidates"] == len(study["nodules"]) + 2
         assert all(n["detected_at_threshold"] and n["distance_mm"] < 0.05 for n in study["nodules"])
-    # measure adds 0.5 mm to each true diameter.
+    # The fake detector's diameters are the true ones; measure adds 0.5 mm, and fails above 15 mm.
     assert report["diameter"]["source"] == "measure"
-    assert report["diameter"]["mae_mm_ge_4mm"] == pytest.approx(0.5)
+    assert report["diameter"]["measure_failures"] == sum(n.diameter_mm > 15.0 for n in nodules)
+    if any(n.diameter_mm <= 15.0 for n in nodules):
+        assert report["diameter"]["mae_mm_ge_4mm"] == pytest.approx(0.5)
 
     cls = report["classification"]
     # Kept candidates (score >= 0.5): the nodules (probability 0.95) and one false positive per scan (0.3).

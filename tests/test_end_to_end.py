@@ -51,14 +51,21 @@ def test_s3_redis_postgres_worker_end_to_end(
         for analysis in session.scalars(select(Analysis).join(Study)):
             study = truth.study(analysis.study.study_instance_uid)
             assert len(analysis.inputs) == study.n_instances
-            assert set(analysis.timings_s) == {"fetch", "decode", "inference", "write"}
+            assert set(analysis.timings_s) == {"fetch", "decode", "inference", "measure", "write"}
             assert analysis.model_sha256 and len(analysis.model_sha256) == 64
             for nodule in (n for n in study.nodules if n.diameter_mm >= 10):
                 large += 1
-                found += any(
-                    math.dist(nodule.center_xyz_mm, (f.center_x_mm, f.center_y_mm, f.center_z_mm)) <= nodule.diameter_mm
+                hits = [
+                    f
                     for f in analysis.findings
-                )
+                    if math.dist(nodule.center_xyz_mm, (f.center_x_mm, f.center_y_mm, f.center_z_mm))
+                    <= nodule.diameter_mm
+                ]
+                found += bool(hits)
+                # a found nodule is measured from its segmentation: Lung-RADS mean diameter and type
+                for f in (f for f in hits if f.long_axis_mm is not None):
+                    assert abs(f.diameter_mm - nodule.diameter_mm) <= 1.5, (f.diameter_mm, nodule.diameter_mm)
+                    assert f.nodule_type and f.volume_mm3 > 0
     # Findings land where the nodules are, in patient coordinates (detection quality is test_detector's).
     assert large == 0 or found >= max(1, large // 2), f"{found} of {large} nodules of 10 mm or more found"
 

@@ -1,4 +1,4 @@
-"""One study, end to end: fetch its objects, decode, build the volume, detect, write the findings."""
+"""One study, end to end: fetch its objects, decode, build the volume, detect, measure, write the findings."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import time
 from sqlalchemy.exc import OperationalError
 
 from db.engine import transaction
-from db.models import Finding
 from db.results import AnalysisJob, claim_analysis, record_failure, write_findings
 from nightscan.storage import StorageError
 from workers.context import WorkerContext
 from workers.decode import DecodeError
+from workers.findings import describe_candidates
 from workers.series import load_series
-from workers.volume import IrregularSeries, Volume, VolumeError
+from workers.volume import IrregularSeries, VolumeError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,9 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     start = time.perf_counter()
     candidates = detector.detect(volume.hu, volume.spacing_zyx_mm)
     timings["inference"] = time.perf_counter() - start
-    findings = [_finding(volume, c) for c in candidates]
+    start = time.perf_counter()
+    findings = describe_candidates(volume, candidates)
+    timings["measure"] = time.perf_counter() - start
     with transaction(ctx.factory) as session:
         written = write_findings(
             session,
@@ -92,21 +94,3 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
         {k: round(v, 3) for k, v in timings.items()},
     )
     return "done" if written else "duplicate"
-
-
-def _finding(volume: Volume, candidate: object) -> Finding:
-    """A Finding row at the candidate's centre in patient coordinates (mm)."""
-    z, y, x = candidate.center_zyx_vox  # type: ignore[attr-defined]
-    px, py, pz = volume.to_patient((z, y, x))
-    _, sop_instance_uid, frame_number = volume.source_of(z)
-    return Finding(
-        label="nodule",
-        score=float(candidate.score),  # type: ignore[attr-defined]
-        center_x_mm=px,
-        center_y_mm=py,
-        center_z_mm=pz,
-        diameter_mm=round(float(candidate.diameter_mm), 1),  # type: ignore[attr-defined]
-        extent_mm=[round(float(v), 1) for v in candidate.extent_zyx_mm],  # type: ignore[attr-defined]
-        sop_instance_uid=sop_instance_uid,
-        frame_number=frame_number,
-    )

@@ -1,0 +1,45 @@
+"""Candidates become findings: world position, source instance, and measurements from a segmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.candidates import Candidate
+from synth.phantom import make_phantom
+from workers.findings import Classification, describe_candidates
+from workers.volume import Volume
+
+
+def test_a_candidate_on_a_nodule_is_measured_and_one_in_air_is_not() -> None:
+    phantom = make_phantom(np.random.default_rng([7, 1]), shape_zyx=(48, 96, 96), n_nodules=1)
+    nodule = phantom.nodules[0]
+    dz, dy, dx = phantom.spacing_zyx_mm
+    affine = np.zeros((4, 4))  # voxel (k, i, j) -> patient (x, y, z) = (j dx, i dy, k dz)
+    affine[0, 2], affine[1, 1], affine[2, 0], affine[3, 3] = dx, dy, dz, 1.0
+    n = phantom.hu.shape[0]
+    volume = Volume(
+        hu=phantom.hu.astype(np.float32),
+        spacing_zyx_mm=phantom.spacing_zyx_mm,
+        affine=affine,
+        sop_instance_uids=tuple(f"1.2.3.{k}" for k in range(n)),
+        keys=tuple(f"slice-{k}" for k in range(n)),
+        frame_numbers=(None,) * n,
+    )
+    near = tuple(c + 0.6 for c in nodule.center_zyx_vox)  # a detector is a voxel or so off
+    on_nodule = Candidate(center_zyx_vox=near, extent_zyx_mm=(9.0, 9.0, 9.0), diameter_mm=14.0, score=0.9)
+    in_air = Candidate(center_zyx_vox=(2.0, 2.0, 2.0), extent_zyx_mm=(5.0, 5.0, 5.0), diameter_mm=5.0, score=0.2)
+    classes = [Classification(0.95, "solid"), Classification(0.1, "solid")]
+    measured, unmeasured = describe_candidates(volume, [on_nodule, in_air], classes)
+
+    assert measured.diameter_mm == pytest.approx(nodule.diameter_mm, abs=1.0)
+    assert measured.long_axis_mm >= measured.short_axis_mm > 0 and measured.volume_mm3 > 0
+    assert measured.nodule_type == str(nodule.kind) and measured.probability == 0.95
+    k, i, j = nodule.center_zyx_vox
+    assert (measured.center_z_mm, measured.center_y_mm, measured.center_x_mm) == pytest.approx(
+        (k * dz, i * dy, j * dx), abs=max(dz, dy, dx)
+    )
+    assert abs(int(measured.sop_instance_uid.rsplit(".", 1)[1]) - k) <= 1  # the slice through its centre
+
+    assert unmeasured.long_axis_mm is None and unmeasured.diameter_mm == 5.0  # the detector's box, unmeasured
+    assert unmeasured.probability == 0.1 and unmeasured.sop_instance_uid == "1.2.3.2"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from models.registry import ModelEntry
+from models.registry import ModelEntry, list_entries
 
 
 def _pct(value: float) -> str:
@@ -99,7 +100,190 @@ def _torch_version() -> str:
     return torch.__version__
 
 
-def write_model_card(entry: ModelEntry, path: Path) -> Path:
-    """Write the card of `entry` to `path`; returns the path."""
-    path.write_text(render_model_card(entry), encoding="utf-8")
+def _num(value: object, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else "n/a"
+
+
+def _pct_or_na(value: object) -> str:
+    return _pct(value) if isinstance(value, int | float) else "n/a"
+
+
+def _confusion_rows(matrix: list[list[int]], names: list[str]) -> str:
+    header = "| true \\ predicted | " + " | ".join(names) + " |\n|---|" + "---|" * len(names)
+    rows = [f"| {name} | " + " | ".join(str(v) for v in row) + " |" for name, row in zip(names, matrix, strict=True)]
+    return "\n".join([header, *rows])
+
+
+def _classifier_results(t: dict, names: list[str]) -> str:
+    """The metric tables of one classifier test set (see models.train_classifier.evaluate_on_phantoms)."""
+    every, det, large = t.get("all_candidates", {}), t.get("detector_candidates", {}), t.get("nodules_ge_6mm", {})
+    fp = t.get("fp_reduction_at_detector_threshold", {})
+    study = t.get("study_score", {})
+    rows = "\n".join(
+        f"| {label} | {_num(every.get(key))} | {_num(large.get(key))} | {_num(det.get(key))} |"
+        for label, key in (
+            ("ROC AUC", "roc_auc"),
+            ("accuracy", "accuracy"),
+            ("precision", "precision"),
+            ("recall (sensitivity)", "recall"),
+            ("specificity", "specificity"),
+            ("F1", "f1"),
+        )
+    )
+    sources = t.get("candidates_by_source", {})
+    return f"""Candidates: {t.get("n_candidates", "n/a")} ({sources}) on {t.get("n_scans", "n/a")} scans; \
+positives {every.get("n_positive", "n/a")}, negatives {every.get("n_negative", "n/a")} (all candidates), \
+{det.get("n_positive", "n/a")} / {det.get("n_negative", "n/a")} among the detector's candidates.
+
+| nodule or not, at the threshold | all candidates | without nodules < 6 mm | detector candidates only |
+|---|---|---|---|
+{rows}
+
+Negatives kept as nodules, by source: {t.get("negatives_kept_by_source", "n/a")}; nodules missed, by type:
+{t.get("nodules_missed_by_type", "n/a")}. Type accuracy on these {t.get("n_typed_nodules", "n/a")} true nodules:
+{_pct_or_na(t.get("type_accuracy"))} (>= 6 mm: {_pct_or_na(t.get("type_accuracy_ge_6mm"))}).
+
+False-positive reduction behind the detector (its threshold {_num(fp.get("detector_threshold"))}): false positives
+per scan {_num(fp.get("fp_per_scan_before"), 2)} -> {_num(fp.get("fp_per_scan_after"), 2)}; sensitivity for the
+{fp.get("n_nodules_ge_6mm", "n/a")} nodules >= 6 mm {_pct_or_na(fp.get("sensitivity_ge_6mm_before"))} ->
+{_pct_or_na(fp.get("sensitivity_ge_6mm_after"))}.
+
+Study-level abnormality score ({study.get("rule", "n/a")}): ROC AUC {_num(study.get("auc_any_nodule"))} for "holds a
+nodule" ({study.get("n_abnormal", "n/a")} abnormal, {study.get("n_normal", "n/a")} normal studies),
+{_num(study.get("auc_nodule_ge_6mm"))} for "holds a nodule >= 6 mm".
+"""
+
+
+def _types_section(types: dict, names: list[str]) -> str:
+    if not types:
+        return "n/a"
+    bands = ", ".join(f"{band} {_pct_or_na(v['accuracy'])} (n = {v['n']})" for band, v in types["by_diameter"].items())
+    accuracy = _pct_or_na(types.get("type_accuracy"))
+    return f"""Type accuracy **{accuracy}** on {types.get("n_nodules", "n/a")} true nodules:
+{types.get("dataset", "n/a")}. By mean diameter: {bands}.
+
+{_confusion_rows(types.get("confusion", []), names) if types.get("confusion") else ""}"""
+
+
+def render_classifier_card(entry: ModelEntry) -> str:
+    """Markdown model card of a candidate classifier (metrics as models.train_classifier stores them)."""
+    m = entry.metrics
+    prep = entry.preprocessing
+    kwargs = entry.architecture.get("kwargs", {})
+    names = list(entry.categories[1:])
+    status = "PROVISIONAL. " if entry.provisional else ""
+    val = m.get("validation", {})
+    val_large = val.get("nodules_ge_6mm", {})
+    test_large = m.get("test", {}).get("nodules_ge_6mm", {})
+    thin = m.get("test_thin_slices", {})
+    thin_section = (
+        f"""### Thin slices
+
+{thin.get("dataset", "")}: the same tables on finer voxels than the main test set.
+
+{_classifier_results(thin, names)}"""
+        if thin
+        else ""
+    )
+    history = m.get("history", [])
+    return f"""# Model card: {entry.name} {entry.version}
+
+**{status}Trained on synthetic phantoms only. Not for clinical use.** False-positive reduction and nodule
+typing behind the detector, trained and measured on the project's synthetic anatomy.
+
+## What it does
+
+For each candidate centre (the input volume's voxel coordinates z, y, x, as the detector gives them), reads a
+cube around it and returns the probability that it is a nodule (kept as a nodule when >= {entry.score_threshold:.3f},
+chosen on validation phantoms as the {val.get("threshold_rule", "n/a")}) and the nodule's type
+({", ".join(names)}; probabilities sum to 1, meaningful for nodules only). A study's abnormality score is the
+highest nodule probability among its candidates: a noisy-OR (1 - prod(1 - p)) would grow with the number of
+candidates, which depends on the detector's threshold and on how many vessels a scan shows.
+
+- Architecture: 3-D CNN, builder `{entry.architecture["builder"]}` with {kwargs}: a stride-2 3x3x3 stem and
+  three blocks of two 3x3x3 convolutions (BatchNorm, ReLU) with max pooling between them, global average and
+  max pooling, then a nodule-or-not head and a type head; {m.get("n_parameters", "n/a")} parameters; random
+  initialisation.
+- Preprocessing `{prep.version}`: a cube of {kwargs.get("patch_size", "n/a")} voxels at {prep.spacing_zyx_mm} mm
+  (z, y, x) sampled trilinearly from the input around the centre, air (-1000 HU) outside the volume, window
+  {prep.window_hu[0]:g}..{prep.window_hu[1]:g} HU mapped to 0..1.
+- Categories: {entry.categories} (the first means "not a nodule"; the others are the type head's order).
+- Weights: `{entry.weights}` (state_dict), sha256 `{entry.sha256}`.
+
+## Training data
+
+{m.get("training_data", "n/a")}. Positives: the true nodules with their centre moved by up to 2 mm (three
+views each) and the detector's hits; negatives: the detector's false positives (hard negatives; those within
+radius + 3 mm of a nodule are left out as ambiguous), bright points inside the lungs (vessels), points near the
+lung boundary (chest wall) and lung parenchyma. Batches are half positives (nodules < 10 mm drawn twice as
+often: their type is the hard part); negatives are drawn 40 % detector
+false positives, 30 % vessels, 15 % chest wall, 15 % parenchyma. Augmentation: flips on every axis, 90-degree
+axial rotations, scaling 0.9..1.1, sub-voxel shifts, HU offset and contrast jitter, extra noise. Loss: binary
+cross-entropy plus the type cross-entropy on positives only; AdamW with a one-cycle schedule; the best epoch by
+validation ROC AUC + type accuracy is kept (epoch {m.get("best_epoch", "n/a")} of {len(history)}).
+
+## Measured performance (held-out synthetic phantoms)
+
+Test set: {m.get("dataset", "n/a")}. Labels of detector candidates: {m.get("hit_rule", "n/a")}.
+Threshold {_num(m.get("threshold"))}; on the validation candidates ({val.get("n_scans", "n/a")} scans, seeds
+{val.get("seeds", "n/a")}) it gave sensitivity {_pct_or_na(val_large.get("recall"))} for the
+{val_large.get("n_positive", "n/a")} nodules >= 6 mm ({_pct_or_na(val.get("recall"))} for all
+{val.get("n_positive", "n/a")}), specificity {_pct_or_na(val.get("specificity"))}.
+
+### Nodule type
+
+{_types_section(m.get("types", {}), names)}
+
+### Nodule or not
+
+{_classifier_results(m.get("test", {}), names)}
+{thin_section}
+Time: {m.get("classify_seconds_per_scan_cpu_including_detection", "n/a")} s per test scan on the CPU for detection
+and classification together; training {m.get("training_seconds", "n/a")} s (CPU, 2 threads, including building the
+patches ({m.get("data_seconds", "n/a")} s) and evaluation). Training curves:
+`weights/{entry.name}-{entry.version}-curves.png`.
+
+## Reproduce
+
+    {entry.training_command}
+
+`--patch-cache FILE`, when given, reads the training patches from FILE if it exists (they are the ones the
+command builds, so leaving it out gives the same patches) and writes them there otherwise; the time above then
+leaves out building them. Trained at {entry.trained_at}. Deterministic for a seed on the same CPU and library
+versions (torch {_torch_version()}); other hardware may give slightly different weights and another sha256.
+
+## Limitations
+
+- The threshold keeps {_pct_or_na(val_large.get("recall"))} of the {val_large.get("n_positive", "n/a")} validation
+  nodules >= 6 mm but {_pct_or_na(test_large.get("recall"))} of the {test_large.get("n_positive", "n/a")} test
+  ones: with so few validation nodules it is a coarse choice; lower it where sensitivity matters more than false
+  positives.
+- Synthetic anatomy and nodules only: the types differ by clean HU levels (solid about 0..50 HU, ground glass
+  about -600 HU, part-solid a ground-glass shell around a solid core); real nodules, partial-volume effects of
+  thick slices and reconstruction kernels are harder.
+- Small nodules (4..6 mm) at 2.5 mm voxels span two or three voxels: their type, part-solid above all, is the
+  least reliable.
+- Negatives are this detector's false positives and random points; another detector's mistakes may differ.
+- Numbers above say the pipeline works, not that the model would work on patients.
+"""
+
+
+RENDERERS: dict[str, Callable[[ModelEntry], str]] = {"candidate_cnn_3d": render_classifier_card}
+"""Card renderers by architecture builder; other builders get the detector's card (:func:`render_model_card`)."""
+
+
+def render_card(entry: ModelEntry) -> str:
+    """The Markdown card of any registered model."""
+    return RENDERERS.get(entry.architecture.get("builder", ""), render_model_card)(entry)
+
+
+def write_model_card(entry: ModelEntry, path: Path, *, registry_path: Path | None = None) -> Path:
+    """Write the model card file `path`: the card of every model in the registry (`registry_path`, default the
+    registry.json beside `path`), in registry order, with `entry` in place of its registered version (or last
+    when it is not registered). Returns the path."""
+    registry_path = registry_path or path.with_name("registry.json")
+    entries = [entry if e.ref == entry.ref else e for e in list_entries(registry_path)]
+    if entry.ref not in {e.ref for e in entries}:
+        entries.append(entry)
+    path.write_text("\n".join(render_card(e) for e in entries), encoding="utf-8")
     return path

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:
+    from models.classifier import CandidateClassifier
     from models.inference import NoduleDetector
 
 logger = logging.getLogger(__name__)
@@ -199,3 +200,18 @@ def register_weights(
     )
     add_entry(entry, path)
     return entry
+
+
+def load_classifier(ref: str, device: str = "cpu", *, registry_path: Path | None = None) -> CandidateClassifier:
+    """Load a registered candidate classifier onto `device` after verifying its weights' sha256. Nothing is cached."""
+    import torch
+
+    from models.classifier import CandidateClassifier, build_from_architecture
+
+    entry = get_entry(ref, registry_path)
+    path = verify_weights(entry, registry_path)
+    model = build_from_architecture(entry.architecture)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    logger.info("loaded %s (sha256 %s) on %s", entry.ref, entry.sha256[:12], device)
+    return CandidateClassifier(model, entry, device=device)

@@ -1,0 +1,975 @@
+"""Train the candidate classifier (nodule or not, and type) on synthetic phantoms, in memory.
+
+    python -m models.train_classifier --out models/weights --seed 0
+
+Training, validation and test phantoms come from disjoint seeds (none of them the detector's). Candidates:
+
+- positives: the true nodules, centre moved by up to 2 mm (0.4 x the diameter for small ones) as a detector
+  would give it, several times each; and the detector's hits (centre within the radius); type = the truth's;
+- negatives: the shipped detector's false positives (hard negatives: farther than radius + 3 mm from every
+  nodule; those in between are ambiguous and left out of training), bright points inside the lungs
+  (vessels), points within a few mm of the lung boundary (chest wall, pleura), and plain lung parenchyma.
+
+Patches are cut once with a margin (36 voxels) and augmented per step (flips on every axis, 90-degree in-plane
+rotations, scaling by 0.9..1.1, sub-voxel shifts, HU offset and contrast jitter, extra noise) down to the
+model's 32 voxels. The nodule loss is binary cross-entropy; the type loss (cross-entropy) counts on positives
+only. The best epoch by validation ROC AUC + type accuracy is kept; the nodule threshold is the highest that
+keeps 95 % of the validation nodules >= 6 mm (Lung-RADS's actionable size); the test metrics come from the
+real inference path (:class:`CandidateClassifier`) on held-out phantoms. Weights, training curves (PNG), the
+registry entry and the model card are written. Positives under 10 mm are drawn twice as often.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import datetime as dt
+import logging
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from scipy import ndimage
+
+from models.classifier import (
+    CLASSIFIER_CATEGORIES,
+    TYPE_CATEGORIES,
+    CandidateClassifier,
+    build_from_architecture,
+    extract_patches,
+    study_score,
+    window,
+)
+from models.inference import NoduleDetector
+from models.model_card import write_model_card
+from models.preprocessing import Preprocessing
+from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register
+from screening.types import NoduleType
+from synth.phantom import Phantom, make_phantom
+
+logger = logging.getLogger(__name__)
+
+PATCH_SIZE = 32
+CONTEXT_SIZE = 36  # stored patch side: room for scaling by up to 1.1 and sub-voxel shifts
+PREPROCESSING = Preprocessing(
+    spacing_zyx_mm=(1.25, 1.25, 1.25), window_hu=(-1000.0, 400.0), version="ct-patch32-1.25mm-w1000-400-v1"
+)
+ARCHITECTURE: dict[str, Any] = {
+    "builder": "candidate_cnn_3d",
+    "kwargs": {"patch_size": PATCH_SIZE, "width": 8, "num_types": len(TYPE_CATEGORIES), "dropout": 0.2},
+}
+DETECTOR_REF = "nodule-detector@0.1.0"
+EVAL_SHAPE_ZYX = (48, 128, 128)
+EVAL_SPACING_ZYX_MM = (2.5, 2.5, 2.5)
+THIN_SHAPE_ZYX = (96, 256, 256)
+THIN_SPACING_ZYX_MM = (1.25, 1.25, 1.25)
+MIN_VAL_SENSITIVITY = 0.95
+THRESHOLD_MIN_DIAMETER_MM = 6.0  # the threshold keeps MIN_VAL_SENSITIVITY of the validation nodules this large
+SMALL_NODULE_MM = 10.0  # positives below this size are drawn twice as often (their type is the hard part)
+TYPE_ACCURACY_TARGET = 0.9
+MAX_JITTER_MM = 2.0
+AMBIGUOUS_MARGIN_MM = 3.0  # detector candidates between r and r + this from a nodule are left out of training
+# Sources of candidates, in the order of SOURCES (stored as indices).
+SOURCES = ("nodule", "detector", "vessel", "wall", "lung")
+NEGATIVE_MIX = {"detector": 0.4, "vessel": 0.3, "wall": 0.15, "lung": 0.15}  # share of negatives per batch
+# Seed offsets keep this model's phantoms apart from each other and from the detector's (0..2_000_000 + s)
+# and from the tests' (>= 10_000_000).
+_TRAIN_SEED_OFFSET = 5_000_000
+_VAL_SEED_OFFSET = 6_000_000
+_TEST_SEED_OFFSET = 7_000_000
+_THIN_TEST_SEED_OFFSET = 8_000_000
+
+
+@dataclass
+class PatchSet:
+    """Candidate patches with labels: `patches` (N, C, C, C) int16 HU, `is_nodule` (N,) bool, `kind` (N,) type
+    index into TYPE_CATEGORIES (-1 for negatives), `source` (N,) index into SOURCES, `diameter_mm` (N,) of the
+    nodule (nan for negatives)."""
+
+    patches: np.ndarray
+    is_nodule: np.ndarray
+    kind: np.ndarray
+    source: np.ndarray
+    diameter_mm: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.is_nodule)
+
+    @classmethod
+    def concat(cls, sets: list[PatchSet]) -> PatchSet:
+        return cls(*(np.concatenate([getattr(s, f) for s in sets]) for f in cls.__dataclass_fields__))
+
+
+@dataclass(frozen=True)
+class LabelledCandidate:
+    """A candidate centre (input voxels, z, y, x) with its truth: nodule or not, type index, source, diameter (mm),
+    the detector's score (detector candidates) and which true nodule it is (positives)."""
+
+    center_zyx_vox: tuple[float, float, float]
+    is_nodule: bool
+    kind: int
+    source: int
+    diameter_mm: float
+    detector_score: float = float("nan")
+    nodule: int = -1  # index of the true nodule in the phantom (positives), -1 for negatives
+
+
+def training_phantom(rng: np.random.Generator) -> Phantom:
+    """A phantom with 1..4 nodules at a random voxel size (z 1.0..3.0 mm, in-plane 1.0..2.8 mm) over ~120 mm."""
+    dz, dxy = float(rng.uniform(1.0, 3.0)), float(rng.uniform(1.0, 2.8))
+    shape = (round(120 / dz), round(320 / dxy), round(320 / dxy))
+    return make_phantom(rng, shape_zyx=shape, spacing_zyx_mm=(dz, dxy, dxy), n_nodules=int(rng.integers(1, 5)))
+
+
+def _kind_index(kind: str) -> int:
+    return TYPE_CATEGORIES.index(NoduleType(str(kind)))
+
+
+def _jittered(center: tuple[float, float, float], diameter_mm: float, spacing: np.ndarray, rng: np.random.Generator):
+    """`center` moved in a random direction by up to min(2 mm, 0.4 diameter)."""
+    direction = rng.normal(size=3)
+    direction /= np.linalg.norm(direction)
+    shift_mm = direction * rng.uniform(0.0, min(MAX_JITTER_MM, 0.4 * diameter_mm))
+    return tuple(float(c) for c in np.asarray(center) + shift_mm / spacing)
+
+
+def _masks(hu: np.ndarray, spacing: np.ndarray) -> dict[str, np.ndarray]:
+    """Voxel masks where negatives are drawn: vessels, the lung boundary band (chest wall) and parenchyma."""
+    air = hu < -400
+    labels, _ = ndimage.label(air)
+    border = np.unique(np.concatenate([labels[:, [0, -1], :].ravel(), labels[:, :, [0, -1]].ravel()]))
+    lung_air = air & ~np.isin(labels, border[border > 0])
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    region = ndimage.binary_fill_holes(lung_air, structure=in_plane)  # lungs with their vessels and nodules
+    band = max(1, round(3.0 / float(spacing[1:].mean())))
+    wall = ndimage.binary_dilation(region, in_plane, iterations=band) & ~ndimage.binary_erosion(
+        region, in_plane, iterations=band
+    )
+    return {"vessel": region & (hu > -300), "wall": wall, "lung": lung_air & (hu < -750)}
+
+
+def _random_points(
+    mask: np.ndarray,
+    count: int,
+    nodules_mm: np.ndarray,
+    radii_mm: np.ndarray,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+) -> list[tuple[float, float, float]]:
+    """Up to `count` points of `mask` (voxel centres plus sub-voxel jitter) farther than r + 3 mm from every nodule."""
+    index = np.flatnonzero(mask)
+    if count <= 0 or not len(index):
+        return []
+    picked = np.array(np.unravel_index(rng.choice(index, size=min(len(index), 8 * count)), mask.shape)).T.astype(float)
+    picked += rng.uniform(-0.5, 0.5, size=picked.shape)
+    if len(nodules_mm):
+        dist = np.linalg.norm(picked[:, None, :] * spacing - nodules_mm[None], axis=2)
+        picked = picked[(dist > radii_mm[None] + AMBIGUOUS_MARGIN_MM).all(axis=1)]
+    return [tuple(float(v) for v in p) for p in picked[:count]]
+
+
+def label_candidates(
+    phantom: Phantom,
+    detector: NoduleDetector | None,
+    rng: np.random.Generator,
+    *,
+    jitters: int,
+    n_vessel: int,
+    n_wall: int,
+    n_lung: int,
+    for_training: bool,
+) -> list[LabelledCandidate]:
+    """Candidates of one phantom with their truth (see the module docstring).
+
+    Detector candidates (every candidate the detector gives, whatever its score) are labelled by the LUNA16 hit
+    rule: a nodule when the centre lies within a true nodule's radius (type of that nodule), otherwise not;
+    with `for_training`, those within radius + 3 mm of a nodule but outside it are dropped as ambiguous.
+    """
+    spacing = np.asarray(phantom.spacing_zyx_mm, dtype=np.float64)
+    nodules_mm = np.array([n.center_zyx_vox for n in phantom.nodules], dtype=np.float64).reshape(-1, 3) * spacing
+    radii = np.array([n.diameter_mm / 2 for n in phantom.nodules], dtype=np.float64)
+    out: list[LabelledCandidate] = []
+    for k, n in enumerate(phantom.nodules):
+        for _ in range(jitters):
+            out.append(
+                LabelledCandidate(
+                    _jittered(n.center_zyx_vox, n.diameter_mm, spacing, rng),
+                    True,
+                    _kind_index(n.kind),
+                    SOURCES.index("nodule"),
+                    n.diameter_mm,
+                    nodule=k,
+                )
+            )
+    if detector is not None:
+        for cand in detector.detect(phantom.hu, phantom.spacing_zyx_mm, score_threshold=0.0):
+            dist = np.linalg.norm(nodules_mm - np.asarray(cand.center_zyx_vox) * spacing, axis=1)
+            hits = np.flatnonzero(dist <= radii)
+            if len(hits):
+                k = int(hits[np.argmin(dist[hits])])
+                hit = phantom.nodules[k]
+                labelled = (True, _kind_index(hit.kind), hit.diameter_mm, k)
+            elif for_training and (dist <= radii + AMBIGUOUS_MARGIN_MM).any():
+                continue
+            else:
+                labelled = (False, -1, float("nan"), -1)
+            out.append(
+                LabelledCandidate(
+                    tuple(float(c) for c in cand.center_zyx_vox),
+                    labelled[0],
+                    labelled[1],
+                    SOURCES.index("detector"),
+                    labelled[2],
+                    cand.score,
+                    labelled[3],
+                )
+            )
+    masks = _masks(phantom.hu, spacing)
+    for source, count in (("vessel", n_vessel), ("wall", n_wall), ("lung", n_lung)):
+        for point in _random_points(masks[source], count, nodules_mm, radii, spacing, rng):
+            out.append(LabelledCandidate(point, False, -1, SOURCES.index(source), float("nan")))
+    return out
+
+
+def patch_set(phantom: Phantom, candidates: list[LabelledCandidate], size: int = CONTEXT_SIZE) -> PatchSet:
+    """Cut the candidates' patches (int16 HU, `size` voxels at the classifier's spacing) from `phantom`."""
+    patches = extract_patches(
+        phantom.hu,
+        phantom.spacing_zyx_mm,
+        [c.center_zyx_vox for c in candidates],
+        patch_size=size,
+        patch_spacing_zyx_mm=PREPROCESSING.spacing_zyx_mm,
+    )
+    return PatchSet(
+        patches=patches.round().clamp(-32768, 32767).to(torch.int16).numpy(),
+        is_nodule=np.array([c.is_nodule for c in candidates], dtype=bool),
+        kind=np.array([c.kind for c in candidates], dtype=np.int64),
+        source=np.array([c.source for c in candidates], dtype=np.int64),
+        diameter_mm=np.array([c.diameter_mm for c in candidates], dtype=np.float64),
+    )
+
+
+def augment(patches_hu: torch.Tensor, gen: torch.Generator, *, size: int = PATCH_SIZE) -> torch.Tensor:
+    """Random training views (B, 1, size, size, size) in [0, 1] of context patches (B, C, C, C) in HU.
+
+    Flips on every axis, 90-degree rotations in the axial plane, isotropic scaling by 0.9..1.1 and shifts of
+    up to half a voxel (one resampling), then HU offset (sd 20 HU), contrast (0.95..1.05) and added noise
+    (sd 0..25 HU) before windowing.
+    """
+    b, c = patches_hu.shape[0], patches_hu.shape[-1]
+    x = patches_hu.float()[:, None]
+    # One resampling: theta maps output (x, y, z) to input coordinates = scale * flips @ in-plane rotation.
+    turns = torch.randint(0, 4, (b,), generator=gen).double() * (torch.pi / 2)
+    cos, sin = torch.cos(turns).round(), torch.sin(turns).round()
+    rotation = torch.zeros(b, 3, 3)
+    rotation[:, 0, 0], rotation[:, 0, 1], rotation[:, 1, 0], rotation[:, 1, 1] = cos, -sin, sin, cos
+    rotation[:, 2, 2] = 1.0
+    flips = torch.where(torch.rand(b, 3, generator=gen) < 0.5, -1.0, 1.0)
+    scale = (0.9 + 0.2 * torch.rand(b, generator=gen)) * size / c
+    theta = torch.zeros(b, 3, 4)
+    theta[:, :, :3] = scale[:, None, None] * flips[:, :, None] * rotation
+    theta[:, :, 3] = (torch.rand(b, 3, generator=gen) - 0.5) * (2 / c)  # shifts of +-0.5 voxel
+    grid = F.affine_grid(theta, [b, 1, size, size, size], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    offset = torch.randn(b, 1, 1, 1, 1, generator=gen) * 20.0
+    contrast = 0.95 + 0.1 * torch.rand(b, 1, 1, 1, 1, generator=gen)
+    noise_sd = 25.0 * torch.rand(b, 1, 1, 1, 1, generator=gen)
+    x = (x + 1000.0) * contrast - 1000.0 + offset + torch.randn(x.shape, generator=gen) * noise_sd
+    return window(x, PREPROCESSING.window_hu)
+
+
+def center_view(patches_hu: np.ndarray | torch.Tensor, size: int = PATCH_SIZE) -> torch.Tensor:
+    """The un-augmented model input (B, 1, size, size, size) of context patches: the centre crop, windowed."""
+    x = torch.as_tensor(patches_hu).float()
+    lo = (x.shape[-1] - size) // 2
+    x = x[:, lo : lo + size, lo : lo + size, lo : lo + size]
+    return window(x, PREPROCESSING.window_hu)[:, None]
+
+
+def classification_loss(
+    nodule_logit: torch.Tensor, type_logits: torch.Tensor, is_nodule: torch.Tensor, kind: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy on nodule-or-not plus cross-entropy on type over the positives only."""
+    loss = F.binary_cross_entropy_with_logits(nodule_logit, is_nodule.float())
+    if bool(is_nodule.any()):
+        loss = loss + F.cross_entropy(type_logits[is_nodule], kind[is_nodule])
+    return loss
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties count half); nan when one class is missing."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = _average_ranks(scores)
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    sorted_values = values[order]
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and sorted_values[end + 1] == sorted_values[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | int]:
+    """Counts and rates of `scores >= threshold` against `labels`: accuracy, precision, recall, specificity, F1."""
+    labels = np.asarray(labels, dtype=bool)
+    predicted = np.asarray(scores) >= threshold
+    tp = int((predicted & labels).sum())
+    fp = int((predicted & ~labels).sum())
+    tn = int((~predicted & ~labels).sum())
+    fn = int((~predicted & labels).sum())
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    return {
+        "n_positive": tp + fn,
+        "n_negative": tn + fp,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "accuracy": (tp + tn) / max(len(labels), 1),
+        "precision": precision,
+        "recall": recall,
+        "specificity": tn / (tn + fp) if tn + fp else float("nan"),
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan"),
+        "roc_auc": roc_auc(labels, scores),
+    }
+
+
+def choose_threshold(labels: np.ndarray, scores: np.ndarray, *, min_sensitivity: float) -> float:
+    """The highest threshold whose sensitivity (recall) on `labels` stays >= `min_sensitivity`."""
+    positives = np.sort(np.asarray(scores)[np.asarray(labels, dtype=bool)])
+    if not len(positives):
+        return 0.5
+    allowed_misses = int(np.floor((1.0 - min_sensitivity) * len(positives) + 1e-9))
+    return float(positives[allowed_misses])
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n: int) -> list[list[int]]:
+    """Counts [true type][predicted type]."""
+    matrix = np.zeros((n, n), dtype=int)
+    np.add.at(matrix, (np.asarray(truth, dtype=int), np.asarray(predicted, dtype=int)), 1)
+    return matrix.tolist()
+
+
+def predict(model: torch.nn.Module, patches_hu: np.ndarray, *, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Nodule probabilities (N,) and type probabilities (N, T) of context patches, model in eval mode."""
+    model.eval()
+    probs, types = [], []
+    with torch.inference_mode():
+        for start in range(0, len(patches_hu), batch_size):
+            nodule_logit, type_logits = model(center_view(patches_hu[start : start + batch_size]))
+            probs.append(torch.sigmoid(nodule_logit))
+            types.append(torch.softmax(type_logits, dim=1))
+    if not probs:
+        return np.zeros(0), np.zeros((0, len(TYPE_CATEGORIES)))
+    return torch.cat(probs).numpy(), torch.cat(types).numpy()
+
+
+def _eval_phantom(seed: int, i: int, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Phantom:
+    return make_phantom(np.random.default_rng([seed, i]), shape_zyx=shape, spacing_zyx_mm=spacing)
+
+
+def build_patches(
+    detector: NoduleDetector,
+    *,
+    seed: int,
+    count: int,
+    detector_volumes: int,
+    jitters: int,
+    n_vessel: int,
+    n_wall: int,
+    n_lung: int,
+    for_training: bool,
+    description: str,
+) -> PatchSet:
+    """Patches of `count` phantoms [seed, i] (`training_phantom`s, or eval-shaped ones), with the detector's
+    candidates on the first `detector_volumes`."""
+    sets = []
+    started = time.perf_counter()
+    for i in range(count):
+        if for_training:
+            phantom = training_phantom(np.random.default_rng([seed, i]))
+        else:
+            phantom = _eval_phantom(seed, i, EVAL_SHAPE_ZYX, EVAL_SPACING_ZYX_MM)
+        candidates = label_candidates(
+            phantom,
+            detector if i < detector_volumes else None,
+            np.random.default_rng([seed, i, 1]),
+            jitters=jitters,
+            n_vessel=n_vessel,
+            n_wall=n_wall,
+            n_lung=n_lung,
+            for_training=for_training,
+        )
+        sets.append(patch_set(phantom, candidates))
+        if (i + 1) % 20 == 0:
+            logger.info("%s: %d/%d phantoms (%.0f s)", description, i + 1, count, time.perf_counter() - started)
+    data = PatchSet.concat(sets)
+    counts = {s: int((data.source == k).sum()) for k, s in enumerate(SOURCES)}
+    logger.info(
+        "%s: %d patches, %d nodules; by source %s (%.0f s)",
+        description,
+        len(data),
+        int(data.is_nodule.sum()),
+        counts,
+        time.perf_counter() - started,
+    )
+    return data
+
+
+def _load_patch_cache(path: Path | None) -> PatchSet | None:
+    if path is None or not Path(path).exists():
+        return None
+    with np.load(path) as data:
+        patches = PatchSet(*(data[f"train_{f}"] for f in PatchSet.__dataclass_fields__))
+    logger.info("training patches read from %s: %d", path, len(patches))
+    return patches
+
+
+def _save_patch_cache(path: Path, train: PatchSet) -> None:
+    np.savez(path, **{f"train_{f}": getattr(train, f) for f in train.__dataclass_fields__})
+    logger.info("training patches written to %s", path)
+
+
+def _validate(model: torch.nn.Module, data: PatchSet) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    p_nodule, p_types = predict(model, data.patches)
+    positives = data.is_nodule
+    type_accuracy = float((p_types[positives].argmax(axis=1) == data.kind[positives]).mean())
+    detector = data.source == SOURCES.index("detector")
+    return (
+        {
+            "val_auc": roc_auc(data.is_nodule, p_nodule),
+            "val_auc_detector_candidates": roc_auc(data.is_nodule[detector], p_nodule[detector]),
+            "val_type_accuracy": type_accuracy,
+        },
+        p_nodule,
+        p_types,
+    )
+
+
+def _sampler(data: PatchSet, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of one batch: half positives (those < SMALL_NODULE_MM twice as likely), half negatives mixed by
+    source as NEGATIVE_MIX says."""
+    n_pos = batch_size // 2
+    pools = {s: np.flatnonzero(~data.is_nodule & (data.source == SOURCES.index(s))) for s in NEGATIVE_MIX}
+    pools = {s: p for s, p in pools.items() if len(p)}
+    weights = np.array([NEGATIVE_MIX[s] for s in pools])
+    chosen = rng.choice(len(pools), size=batch_size - n_pos, p=weights / weights.sum())
+    negatives = [rng.choice(pools[list(pools)[k]]) for k in chosen]
+    pool = np.flatnonzero(data.is_nodule)
+    weight = np.where(data.diameter_mm[pool] < SMALL_NODULE_MM, 2.0, 1.0)
+    positives = rng.choice(pool, size=n_pos, p=weight / weight.sum())
+    return np.concatenate([positives, np.asarray(negatives, dtype=np.int64)])
+
+
+def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("training loss (BCE + type CE)")
+    ax_val.plot(epochs, [h["val_auc"] for h in history], marker="o", label="ROC AUC, nodule or not")
+    ax_val.plot(epochs, [h["val_auc_detector_candidates"] for h in history], marker="^", label="AUC, detector cands")
+    ax_val.plot(epochs, [h["val_type_accuracy"] for h in history], marker="s", label="type accuracy")
+    ax_val.set_xlabel("epoch")
+    ax_val.set_ylim(0, 1.05)
+    ax_val.legend(loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate_on_phantoms(
+    classifier: CandidateClassifier,
+    detector: NoduleDetector,
+    *,
+    seed: int,
+    count: int,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+) -> dict[str, Any]:
+    """Held-out metrics through the inference path (:meth:`CandidateClassifier.classify`) on phantoms [seed, i].
+
+    Candidates per phantom: every detector candidate (hit rule labels), each true nodule once with a
+    jittered centre, and 4 vessel, 2 chest-wall and 2 parenchyma points. Also: detector false positives per scan
+    and sensitivity (nodules >= 6 mm) at the detector's threshold before and after the classifier, and the
+    study-level score's AUC (a study is abnormal when it holds a nodule).
+    """
+    records = []
+    studies = []
+    for i in range(count):
+        phantom = _eval_phantom(seed, i, shape, spacing)
+        candidates = label_candidates(
+            phantom,
+            detector,
+            np.random.default_rng([seed, i, 1]),
+            jitters=1,
+            n_vessel=4,
+            n_wall=2,
+            n_lung=2,
+            for_training=False,
+        )
+        results = classifier.classify(phantom.hu, phantom.spacing_zyx_mm, [c.center_zyx_vox for c in candidates])
+        kept = []
+        for c, r in zip(candidates, results, strict=True):
+            records.append((i, c, r))
+            if c.source == SOURCES.index("detector") and c.detector_score >= detector.score_threshold:
+                kept.append(r)
+        studies.append(
+            (
+                study_score(kept),
+                bool(phantom.nodules),
+                any(n.diameter_mm >= 6.0 for n in phantom.nodules),
+            )
+        )
+    labels = np.array([c.is_nodule for _, c, _ in records])
+    probs = np.array([r.nodule_probability for _, _, r in records])
+    source = np.array([c.source for _, c, _ in records])
+    diameter = np.array([c.diameter_mm for _, c, _ in records])
+    threshold = classifier.threshold
+    by_source = {s: int((source == k).sum()) for k, s in enumerate(SOURCES) if (source == k).any()}
+    truth = source == SOURCES.index("nodule")
+    kinds = np.array([c.kind for _, c, _ in records])
+    kind_true = kinds[truth]
+    kind_pred = np.array([TYPE_CATEGORIES.index(r.nodule_type) for _, _, r in records])[truth]
+    large = diameter[truth] >= 6.0
+    detector_rows = source == SOURCES.index("detector")
+    of_interest = ~labels | (diameter >= 6.0)  # negatives and the nodules >= 6 mm
+    scores = np.array([c.detector_score for _, c, _ in records])
+    above = detector_rows & (scores >= detector.score_threshold)
+    fp_before = int((above & ~labels).sum())
+    fp_after = int((above & ~labels & (probs >= threshold)).sum())
+    # Per nodule >= 6 mm: found by the detector at its threshold, and still after the classifier.
+    found_before, found_after, n_large = _nodule_sensitivity(records, detector.score_threshold, threshold)
+    study = np.array(studies, dtype=np.float64)
+    metrics: dict[str, Any] = {
+        "n_scans": count,
+        "n_candidates": len(records),
+        "candidates_by_source": by_source,
+        "all_candidates": binary_metrics(labels, probs, threshold),
+        "detector_candidates": binary_metrics(labels[detector_rows], probs[detector_rows], threshold),
+        "nodules_ge_6mm": binary_metrics(labels[of_interest], probs[of_interest], threshold),
+        "negatives_kept_by_source": {
+            s: f"{int(((source == k) & ~labels & (probs >= threshold)).sum())}/{int(((source == k) & ~labels).sum())}"
+            for k, s in enumerate(SOURCES)
+            if ((source == k) & ~labels).any()
+        },
+        "nodules_missed_by_type": {
+            t.value: f"{int((truth & (kinds == k) & (probs < threshold)).sum())}/{int((truth & (kinds == k)).sum())}"
+            for k, t in enumerate(TYPE_CATEGORIES)
+        },
+        "type_accuracy": float((kind_true == kind_pred).mean()) if len(kind_true) else float("nan"),
+        "type_accuracy_ge_6mm": float((kind_true[large] == kind_pred[large]).mean()) if large.any() else float("nan"),
+        "n_typed_nodules": len(kind_true),
+        "type_confusion": confusion_matrix(kind_true, kind_pred, len(TYPE_CATEGORIES)),
+        "fp_reduction_at_detector_threshold": {
+            "detector_threshold": detector.score_threshold,
+            "n_nodules_ge_6mm": n_large,
+            "sensitivity_ge_6mm_before": found_before / n_large if n_large else float("nan"),
+            "sensitivity_ge_6mm_after": found_after / n_large if n_large else float("nan"),
+            "fp_per_scan_before": fp_before / count,
+            "fp_per_scan_after": fp_after / count,
+        },
+        "study_score": {
+            "rule": "max nodule probability over the detector's candidates at its threshold (0 if none)",
+            "n_abnormal": int(study[:, 1].sum()),
+            "n_normal": int((study[:, 1] == 0).sum()),
+            "auc_any_nodule": roc_auc(study[:, 1] > 0, study[:, 0]),
+            "auc_nodule_ge_6mm": roc_auc(study[:, 2] > 0, study[:, 0]),
+        },
+    }
+    return metrics
+
+
+def evaluate_types(
+    classifier: CandidateClassifier,
+    *,
+    seed: int,
+    count: int,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+) -> dict[str, Any]:
+    """Type accuracy and confusion matrix on every true nodule of phantoms [seed, i] (centres jittered by up to
+    2 mm like a detector's), through :meth:`CandidateClassifier.classify`; also by size band."""
+    truth, predicted, diameters = [], [], []
+    for i in range(count):
+        phantom = _eval_phantom(seed, i, shape, spacing)
+        rng = np.random.default_rng([seed, i, 2])
+        sp = np.asarray(spacing, dtype=np.float64)
+        centres = [_jittered(n.center_zyx_vox, n.diameter_mm, sp, rng) for n in phantom.nodules]
+        for n, r in zip(phantom.nodules, classifier.classify(phantom.hu, spacing, centres), strict=True):
+            truth.append(_kind_index(n.kind))
+            predicted.append(TYPE_CATEGORIES.index(r.nodule_type))
+            diameters.append(n.diameter_mm)
+    t, p, d = np.array(truth, dtype=int), np.array(predicted, dtype=int), np.array(diameters)
+    bands = {}
+    for low, high in ((4.0, 6.0), (6.0, 10.0), (10.0, 30.0)):
+        inside = (d >= low) & (d < high)
+        bands[f"{low:g}-{high:g}mm"] = {
+            "n": int(inside.sum()),
+            "accuracy": float((t[inside] == p[inside]).mean()) if inside.any() else float("nan"),
+        }
+    return {
+        "dataset": f"every nodule of {count} held-out phantoms {shape} at {spacing} mm (seeds [{seed}, i]), centre "
+        f"jittered by up to {MAX_JITTER_MM:g} mm",
+        "n_nodules": len(t),
+        "type_accuracy": float((t == p).mean()) if len(t) else float("nan"),
+        "by_diameter": bands,
+        "confusion": confusion_matrix(t, p, len(TYPE_CATEGORIES)),
+    }
+
+
+def _nodule_sensitivity(records: list, detector_threshold: float, threshold: float) -> tuple[int, int, int]:
+    """(found by the detector, found after the classifier, count) over true nodules >= 6 mm of the records."""
+    found_before = found_after = total = 0
+    by_scan: dict[int, list] = {}
+    for i, c, r in records:
+        by_scan.setdefault(i, []).append((c, r))
+    for rows in by_scan.values():
+        nodules = [c for c, _ in rows if c.source == SOURCES.index("nodule") and c.diameter_mm >= 6.0]
+        hits = [
+            (c, r)
+            for c, r in rows
+            if c.source == SOURCES.index("detector") and c.is_nodule and c.detector_score >= detector_threshold
+        ]
+        for n in nodules:
+            total += 1
+            mine = [(c, r) for c, r in hits if c.nodule == n.nodule]
+            found_before += bool(mine)
+            found_after += any(r.nodule_probability >= threshold for _, r in mine)
+    return found_before, found_after, total
+
+
+def train_classifier(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    n_train_volumes: int = 120,
+    n_detector_volumes: int = 48,
+    n_val_volumes: int = 40,
+    n_val_detector_volumes: int = 16,
+    n_test_volumes: int = 40,
+    n_type_test_volumes: int = 160,
+    n_thin_test_volumes: int = 8,
+    epochs: int = 12,
+    steps_per_epoch: int = 50,
+    batch_size: int = 32,
+    learning_rate: float = 3e-3,
+    device: str = "cpu",
+    name: str = "nodule-classifier",
+    version: str = "0.1.0",
+    registry_path: Path | None = None,
+    num_threads: int | None = None,
+    detector_ref: str = DETECTOR_REF,
+    patch_cache: Path | None = None,
+) -> dict[str, Any]:
+    """Build the candidate patches, train, choose the threshold on validation, measure on test, save and register.
+
+    Returns the registered metrics. Writes `{name}-{version}.pt` (state_dict) and `{name}-{version}-curves.png`
+    into `out_dir`, the entry into the registry (`models/registry.json` unless `registry_path`) and the model card.
+    `patch_cache` (.npz): training patches are read from it when it exists, else written to it (for trying
+    training settings without rebuilding them; delete it when the training data settings change).
+    """
+    started = time.perf_counter()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    registry_path = registry_path or REGISTRY_PATH
+    detector = load_detector(detector_ref, device, registry_path=registry_path)
+
+    cached = _load_patch_cache(patch_cache)
+    train = (
+        cached
+        if cached is not None
+        else build_patches(
+            detector,
+            seed=seed + _TRAIN_SEED_OFFSET,
+            count=n_train_volumes,
+            detector_volumes=n_detector_volumes,
+            jitters=3,
+            n_vessel=6,
+            n_wall=3,
+            n_lung=3,
+            for_training=True,
+            description="training",
+        )
+    )
+    if patch_cache is not None and cached is None:
+        _save_patch_cache(patch_cache, train)
+    val = build_patches(
+        detector,
+        seed=seed + _VAL_SEED_OFFSET,
+        count=n_val_volumes,
+        detector_volumes=n_val_detector_volumes,
+        jitters=1,
+        n_vessel=4,
+        n_wall=2,
+        n_lung=2,
+        for_training=False,
+        description="validation",
+    )
+    data_seconds = time.perf_counter() - started
+
+    model = build_from_architecture(ARCHITECTURE).to(device, memory_format=torch.channels_last_3d)  # faster on CPU
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
+    total_steps = epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=learning_rate, total_steps=total_steps, pct_start=0.15
+    )
+    history: list[dict[str, float]] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("training", total=total_steps, loss=float("nan"))
+        for epoch in range(1, epochs + 1):
+            model.train()
+            losses = []
+            for _ in range(steps_per_epoch):
+                index = _sampler(train, batch_size, rng)
+                inputs = augment(torch.from_numpy(train.patches[index]), gen)
+                inputs = inputs.to(device, memory_format=torch.channels_last_3d)
+                is_nodule = torch.from_numpy(train.is_nodule[index]).to(device)
+                kind = torch.from_numpy(train.kind[index]).to(device)
+                nodule_logit, type_logits = model(inputs)
+                loss = classification_loss(nodule_logit, type_logits, is_nodule, kind)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                progress.update(task, advance=1, loss=float(np.mean(losses[-20:])))
+            model.to("cpu")
+            record: dict[str, float] = {"epoch": epoch, "loss": float(np.mean(losses))}
+            record.update(_validate(model, val)[0])
+            model.to(device, memory_format=torch.channels_last_3d)
+            history.append(record)
+            score = record["val_auc"] + record["val_type_accuracy"]
+            if best is None or score > best[0]:
+                best = (score, epoch, copy.deepcopy(model.state_dict()))
+            logger.info(
+                "epoch %d/%d loss %.4f val AUC %.3f (detector candidates %.3f) type accuracy %.3f",
+                epoch,
+                epochs,
+                record["loss"],
+                record["val_auc"],
+                record["val_auc_detector_candidates"],
+                record["val_type_accuracy"],
+            )
+    if best is None:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    model.load_state_dict(best[2])
+    model.to("cpu", memory_format=torch.contiguous_format)
+    logger.info("best epoch %d (val AUC + type accuracy %.3f)", best[1], best[0])
+
+    _, val_probs, _ = _validate(model, val)
+    of_interest = ~val.is_nodule | (val.diameter_mm >= THRESHOLD_MIN_DIAMETER_MM)
+    threshold = choose_threshold(
+        val.is_nodule[of_interest], val_probs[of_interest], min_sensitivity=MIN_VAL_SENSITIVITY
+    )
+    val_metrics = binary_metrics(val.is_nodule, val_probs, threshold)
+    logger.info(
+        "threshold %.3f chosen on validation (sensitivity >= %.2f for nodules >= %g mm)",
+        threshold,
+        MIN_VAL_SENSITIVITY,
+        THRESHOLD_MIN_DIAMETER_MM,
+    )
+
+    weights_file = out_dir / f"{name}-{version}.pt"
+    torch.save(model.state_dict(), weights_file)
+    entry = ModelEntry(
+        name=name,
+        version=version,
+        architecture=ARCHITECTURE,
+        weights=os.path.relpath(weights_file.resolve(), registry_path.resolve().parent),
+        sha256=file_sha256(weights_file),
+        preprocessing=PREPROCESSING,
+        categories=list(CLASSIFIER_CATEGORIES),
+        score_threshold=threshold,
+        provisional=True,
+        trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        training_command="python -m models.train_classifier " + shlex.join(sys.argv[1:])
+        if sys.argv[0].endswith("train_classifier.py")
+        else f"models.train_classifier.train_classifier(seed={seed}, n_train_volumes={n_train_volumes}, "
+        f"epochs={epochs}, steps_per_epoch={steps_per_epoch})",
+    )
+    classifier = CandidateClassifier(model, entry)
+    eval_started = time.perf_counter()
+    test = evaluate_on_phantoms(
+        classifier,
+        detector,
+        seed=seed + _TEST_SEED_OFFSET,
+        count=n_test_volumes,
+        shape=EVAL_SHAPE_ZYX,
+        spacing=EVAL_SPACING_ZYX_MM,
+    )
+    classify_seconds = (time.perf_counter() - eval_started) / max(n_test_volumes, 1)
+    types = evaluate_types(
+        classifier,
+        seed=seed + _TEST_SEED_OFFSET,
+        count=n_type_test_volumes,
+        shape=EVAL_SHAPE_ZYX,
+        spacing=EVAL_SPACING_ZYX_MM,
+    )
+    thin = (
+        evaluate_on_phantoms(
+            classifier,
+            detector,
+            seed=seed + _THIN_TEST_SEED_OFFSET,
+            count=n_thin_test_volumes,
+            shape=THIN_SHAPE_ZYX,
+            spacing=THIN_SPACING_ZYX_MM,
+        )
+        if n_thin_test_volumes
+        else {}
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    metrics: dict[str, Any] = {
+        "dataset": f"{n_test_volumes} held-out synthetic phantoms {EVAL_SHAPE_ZYX} at {EVAL_SPACING_ZYX_MM} mm "
+        f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i]); candidates from {detector_ref} "
+        f"(sha256 {detector.sha256[:12]}), every true nodule (centre jittered <= {MAX_JITTER_MM:g} mm) "
+        "and random vessel, chest-wall and parenchyma points",
+        "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], voxel z 1.0..3.0 mm, "
+        f"in-plane 1.0..2.8 mm), detector false positives from the first {n_detector_volumes}: "
+        f"{len(train)} patches, {int(train.is_nodule.sum())} positive",
+        "hit_rule": "candidate centre within diameter/2 of a true nodule centre (LUNA16)",
+        "threshold": threshold,
+        "type_categories": [t.value for t in TYPE_CATEGORIES],
+        "type_accuracy": types["type_accuracy"],
+        "types": types,
+        "test": test,
+        "test_thin_slices": (
+            {
+                "dataset": f"{n_thin_test_volumes} phantoms {THIN_SHAPE_ZYX} at {THIN_SPACING_ZYX_MM} mm "
+                f"(seeds [{seed + _THIN_TEST_SEED_OFFSET}, i])",
+                **thin,
+            }
+            if thin
+            else {}
+        ),
+        "validation": {
+            "n_scans": n_val_volumes,
+            "seeds": f"[{seed + _VAL_SEED_OFFSET}, i]",
+            "threshold_rule": f"highest with sensitivity >= {MIN_VAL_SENSITIVITY} on validation nodules >= "
+            f"{THRESHOLD_MIN_DIAMETER_MM:g} mm",
+            "nodules_ge_6mm": binary_metrics(val.is_nodule[of_interest], val_probs[of_interest], threshold),
+            **val_metrics,
+        },
+        "best_epoch": best[1],
+        "n_parameters": n_params,
+        "classify_seconds_per_scan_cpu_including_detection": round(classify_seconds, 3),
+        "data_seconds": round(data_seconds, 1),
+        "training_seconds": round(time.perf_counter() - started, 1),
+        "history": history,
+    }
+    met = types["type_accuracy"] >= TYPE_ACCURACY_TARGET
+    logger.info(
+        "test: AUC %.3f (detector candidates %.3f), type accuracy %.3f on %d nodules (target %.2f %s); "
+        "FP/scan %.2f -> %.2f",
+        test["all_candidates"]["roc_auc"],
+        test["detector_candidates"]["roc_auc"],
+        types["type_accuracy"],
+        types["n_nodules"],
+        TYPE_ACCURACY_TARGET,
+        "met" if met else "NOT met",
+        test["fp_reduction_at_detector_threshold"]["fp_per_scan_before"],
+        test["fp_reduction_at_detector_threshold"]["fp_per_scan_after"],
+    )
+    _plot_curves(history, out_dir / f"{name}-{version}-curves.png", f"{name} {version} (synthetic data)")
+    entry = dataclasses.replace(entry, metrics=metrics, provisional=not met)
+    register(entry, registry_path)
+    write_model_card(entry, registry_path.parent / "MODEL_CARD.md")
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point: `python -m models.train_classifier --out models/weights`."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("weights"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-train-volumes", type=int, default=120)
+    parser.add_argument("--n-detector-volumes", type=int, default=48)
+    parser.add_argument("--n-val-volumes", type=int, default=40)
+    parser.add_argument("--n-val-detector-volumes", type=int, default=16)
+    parser.add_argument("--n-test-volumes", type=int, default=40)
+    parser.add_argument("--n-type-test-volumes", type=int, default=160)
+    parser.add_argument("--n-thin-test-volumes", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--steps-per-epoch", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--registry", type=Path, default=None)
+    parser.add_argument("--detector", default=DETECTOR_REF)
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--patch-cache", type=Path, default=None, help="read/write training patches (.npz)")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2:
+        parser.error(
+            f"need epochs >= 1, steps >= 1, batch >= 2; got {args.epochs}, {args.steps_per_epoch}, {args.batch_size}"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_classifier(
+        args.out,
+        seed=args.seed,
+        n_train_volumes=args.n_train_volumes,
+        n_detector_volumes=args.n_detector_volumes,
+        n_val_volumes=args.n_val_volumes,
+        n_val_detector_volumes=args.n_val_detector_volumes,
+        n_test_volumes=args.n_test_volumes,
+        n_type_test_volumes=args.n_type_test_volumes,
+        n_thin_test_volumes=args.n_thin_test_volumes,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        device=args.device,
+        version=args.version,
+        registry_path=args.registry,
+        num_threads=args.threads,
+        detector_ref=args.detector,
+        patch_cache=args.patch_cache,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -51,6 +51,7 @@ from models.classifier import (
 )
 from models.inference import NoduleDetector
 from models.model_card import write_model_card
+from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register
 from screening.types import NoduleType
@@ -484,29 +485,6 @@ def _sampler(data: PatchSet, batch_size: int, rng: np.random.Generator) -> np.nd
     return np.concatenate([positives, np.asarray(negatives, dtype=np.int64)])
 
 
-def _plot_curves(history: list[dict[str, float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss (BCE + type CE)")
-    ax_val.plot(epochs, [h["val_auc"] for h in history], marker="o", label="ROC AUC, nodule or not")
-    ax_val.plot(epochs, [h["val_auc_detector_candidates"] for h in history], marker="^", label="AUC, detector cands")
-    ax_val.plot(epochs, [h["val_type_accuracy"] for h in history], marker="s", label="type accuracy")
-    ax_val.set_xlabel("epoch")
-    ax_val.set_ylim(0, 1.05)
-    ax_val.legend(loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def evaluate_on_phantoms(
     classifier: CandidateClassifier,
     detector: NoduleDetector,
@@ -913,7 +891,7 @@ def train_classifier(
         test["fp_reduction_at_detector_threshold"]["fp_per_scan_before"],
         test["fp_reduction_at_detector_threshold"]["fp_per_scan_after"],
     )
-    _plot_curves(history, out_dir / f"{name}-{version}-curves.png", f"{name} {version} (synthetic data)")
+    training_curves_plot(history, out_dir / f"{name}-{version}-curves.png", title=f"{name} {version} (synthetic data)")
     entry = dataclasses.replace(entry, metrics=metrics, provisional=not met)
     register(entry, registry_path)
     write_model_card(entry, registry_path.parent / "MODEL_CARD.md")

@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EMBEDDED_BROKER = "filesystem://localhost/"
@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         description="Where model weights live (file://, s3://). Empty: the weights shipped in models/weights.",
     )
     detector: str = Field(default="nodule-detector@0.1.0", description="Detector model, name@version.")
+    classifier: str | None = Field(
+        default="nodule-classifier@0.1.0",
+        description="Candidate classifier, name@version, run on the detector's candidates. Empty or 'none': off.",
+    )
     pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")
     header_bytes: int = Field(default=16384, description="First ranged GET size when reading headers, bytes.")
     fetch_threads: int = Field(default=16, description="Concurrent GETs when fetching a study's objects.")
@@ -105,6 +109,14 @@ class Settings(BaseSettings):
         description="Secret key of the keyed hash (HMAC-SHA256) that replaces PatientID. Set in production.",
     )
     log_level: str = Field(default="INFO", description="Logging level.")
+
+    @field_validator("classifier", mode="before")
+    @classmethod
+    def _no_classifier(cls, value: object) -> object:
+        """An empty string or "none" (any case) turns the classifier off."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from db.engine import transaction
@@ -51,8 +52,13 @@ def test_s3_redis_postgres_worker_end_to_end(
         for analysis in session.scalars(select(Analysis).join(Study)):
             study = truth.study(analysis.study.study_instance_uid)
             assert len(analysis.inputs) == study.n_instances
-            assert set(analysis.timings_s) == {"fetch", "decode", "inference", "measure", "write"}
+            assert set(analysis.timings_s) == {"fetch", "decode", "inference", "classify", "measure", "write"}
             assert analysis.model_sha256 and len(analysis.model_sha256) == 64
+            # the candidate classifier scored every finding; the study score is the highest probability
+            assert analysis.classifier == settings.classifier and len(analysis.classifier_sha256) == 64
+            probabilities = [f.probability for f in analysis.findings]
+            assert all(p is not None and 0.0 <= p <= 1.0 for p in probabilities)
+            assert analysis.study_score == pytest.approx(max(probabilities, default=0.0), abs=1e-4)
             for nodule in (n for n in study.nodules if n.diameter_mm >= 10):
                 large += 1
                 hits = [

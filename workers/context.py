@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,6 +20,7 @@ from nightscan.storage import Storage, open_storage
 from workers.series import DecodePool
 
 if TYPE_CHECKING:
+    from models.classifier import CandidateClassifier
     from models.inference import NoduleDetector
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ class WorkerContext:
         self.settings = settings
         self._storages: dict[str, Storage] = {}
         self._detectors: dict[str, NoduleDetector] = {}
+        self._classifiers: dict[str, CandidateClassifier] = {}
 
     @cached_property
     def factory(self) -> sessionmaker[Session]:
@@ -62,16 +65,30 @@ class WorkerContext:
     def detector(self, ref: str) -> NoduleDetector:
         """The detector ``name@version``, loaded (and its sha256 checked) once per process."""
         if ref not in self._detectors:
-            from models import store
             from models.registry import load_detector
 
-            registry = None
-            if self.settings.model_store_url:
-                cache = self.settings.data_dir / "model-cache"
-                registry = store.fetch(self.storage(self.settings.model_store_url), ref, cache)
-            self._detectors[ref] = load_detector(ref, device=self.device, registry_path=registry)
+            self._detectors[ref] = load_detector(ref, device=self.device, registry_path=self._registry(ref))
             log.info("loaded %s on %s", ref, self.device)
         return self._detectors[ref]
+
+    def classifier(self, ref: str) -> CandidateClassifier:
+        """The candidate classifier ``name@version``, loaded (and its sha256 checked) once per process."""
+        if ref not in self._classifiers:
+            from models.registry import load_classifier
+
+            self._classifiers[ref] = load_classifier(ref, device=self.device, registry_path=self._registry(ref))
+            log.info("loaded %s on %s", ref, self.device)
+        return self._classifiers[ref]
+
+    def _registry(self, ref: str) -> Path | None:
+        """The registry to load ``ref`` from: the model store's, fetched with its weights into the cache, when
+        ``NIGHTSCAN_MODEL_STORE_URL`` is set; None (the shipped registry) otherwise."""
+        if not self.settings.model_store_url:
+            return None
+        from models import store
+
+        cache = self.settings.data_dir / "model-cache"
+        return store.fetch(self.storage(self.settings.model_store_url), ref, cache)
 
 
 _contexts: dict[int, WorkerContext] = {}

@@ -1,9 +1,11 @@
-"""One study, end to end: fetch its objects, decode, build the volume, detect, measure, write the findings."""
+"""One study, end to end: fetch its objects, decode, build the volume, detect, classify, measure, write the findings."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import OperationalError
 
@@ -12,9 +14,13 @@ from db.results import AnalysisJob, claim_analysis, record_failure, write_findin
 from nightscan.storage import StorageError
 from workers.context import WorkerContext
 from workers.decode import DecodeError
-from workers.findings import describe_candidates
+from workers.findings import Classification, describe_candidates
 from workers.series import load_series
-from workers.volume import IrregularSeries, VolumeError
+from workers.volume import IrregularSeries, Volume, VolumeError
+
+if TYPE_CHECKING:
+    from models.candidates import Candidate
+    from models.classifier import CandidateClassifier
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +74,14 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     start = time.perf_counter()
     candidates = detector.detect(volume.hu, volume.spacing_zyx_mm)
     timings["inference"] = time.perf_counter() - start
+    classifier = ctx.classifier(ctx.settings.classifier) if ctx.settings.classifier else None
+    classifications, study_score = None, None
+    if classifier is not None:
+        start = time.perf_counter()
+        classifications, study_score = _classify(classifier, volume, candidates)
+        timings["classify"] = time.perf_counter() - start
     start = time.perf_counter()
-    findings = describe_candidates(volume, candidates)
+    findings = describe_candidates(volume, candidates, classifications)
     timings["measure"] = time.perf_counter() - start
     with transaction(ctx.factory) as session:
         written = write_findings(
@@ -85,12 +97,28 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
                 "corrections": list(volume.corrections),
                 "padded_pixels": stats.padded_pixels,
             },
+            classifier=f"{classifier.name}@{classifier.version}" if classifier is not None else None,
+            classifier_sha256=classifier.sha256 if classifier is not None else None,
+            study_score=study_score,
         )
     log.info(
-        "analysis %d: %d slices, %d findings, %s s before the write",
+        "analysis %d: %d slices, %d findings, study score %s, %s s before the write",
         job.analysis_id,
         len(keys),
         len(findings),
+        "n/a" if study_score is None else f"{study_score:.3f}",
         {k: round(v, 3) for k, v in timings.items()},
     )
     return "done" if written else "duplicate"
+
+
+def _classify(
+    classifier: CandidateClassifier, volume: Volume, candidates: Sequence[Candidate]
+) -> tuple[list[Classification], float]:
+    """The classifier's verdict on every candidate (nodule probability 0..1 and type), in the candidates' order,
+    and the study score (0..1, the highest probability; 0 without candidates). No candidate is dropped."""
+    from models.classifier import study_score
+
+    verdicts = classifier.classify(volume.hu, volume.spacing_zyx_mm, [c.center_zyx_vox for c in candidates])
+    classifications = [Classification(v.nodule_probability, v.nodule_type.value) for v in verdicts]
+    return classifications, study_score(verdicts)

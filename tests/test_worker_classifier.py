@@ -1,0 +1,85 @@
+"""The candidate classifier in the worker: its setting, loaded once per process, and run on every candidate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from db.migrate import upgrade
+from db.models import Analysis, AnalysisStatus
+from models.registry import get_entry
+from models.store import publish
+from nightscan.runtime import session_factory
+from nightscan.settings import Settings
+from nightscan.storage import open_storage
+from scheduler.scan import scan
+from synth.archive import generate_archive
+from workers.context import WorkerContext
+from workers.pipeline import run_analysis
+
+CLASSIFIER_REF = "nodule-classifier@0.1.0"
+
+
+def test_the_classifier_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NIGHTSCAN_CLASSIFIER", raising=False)
+    assert Settings().classifier == CLASSIFIER_REF
+    for off in ("", "none", " None "):
+        monkeypatch.setenv("NIGHTSCAN_CLASSIFIER", off)
+        assert Settings().classifier is None, off
+    monkeypatch.setenv("NIGHTSCAN_CLASSIFIER", "nodule-classifier@9.9.9")
+    assert Settings().classifier == "nodule-classifier@9.9.9"
+    assert Settings(classifier="none").classifier is None
+
+
+def test_the_classifier_is_loaded_once_from_the_model_store(tmp_path: Path) -> None:
+    publish(open_storage((tmp_path / "store").as_uri()))
+    settings = Settings(data_dir=tmp_path, model_store_url=(tmp_path / "store").as_uri())
+    ctx = WorkerContext(settings)
+    classifier = ctx.classifier(CLASSIFIER_REF)
+    assert classifier is ctx.classifier(CLASSIFIER_REF)
+    assert classifier.sha256 == get_entry(CLASSIFIER_REF).sha256
+    assert (tmp_path / "model-cache" / get_entry(CLASSIFIER_REF).weights).is_file()  # fetched, then hash-checked
+
+
+def analyse(settings: Settings) -> Analysis:
+    """Scan the archive of `settings` into its (migrated) database, run the one planned analysis in this process,
+    and return it with its findings loaded."""
+    factory = session_factory(settings)
+    assert scan(settings.resolved_archive_url, settings, factory, send=None).planned == 1
+    with factory() as session:
+        analysis_id = session.scalar(select(Analysis.id))
+    assert run_analysis(analysis_id, WorkerContext(settings)) == "done"
+    with factory() as session:
+        analysis = session.get(Analysis, analysis_id)
+        assert analysis.status == AnalysisStatus.DONE, analysis.error
+        analysis.findings  # noqa: B018 (loaded before the session closes)
+        return analysis
+
+
+def test_findings_carry_the_classifier_probability_and_none_is_dropped(tmp_path: Path) -> None:
+    base = Settings(data_dir=tmp_path, series_quiet_s=0, decode_processes=1)
+    generate_archive(open_storage(base.resolved_archive_url).put, n_patients=1, seed=11, shape_zyx=(48, 96, 96))
+    runs = {}
+    for name, classifier in (("with", CLASSIFIER_REF), ("without", None)):
+        url = f"sqlite:///{tmp_path / name}.db"
+        upgrade(url)
+        runs[name] = analyse(Settings(**{**base.model_dump(), "database_url": url, "classifier": classifier}))
+    with_classifier, without = runs["with"], runs["without"]
+
+    assert (without.classifier, without.classifier_sha256, without.study_score) == (None, None, None)
+    assert "classify" not in without.timings_s
+    assert all(f.probability is None for f in without.findings)
+
+    assert with_classifier.findings, "the detector found nothing: pick another seed"
+    assert with_classifier.classifier == CLASSIFIER_REF
+    assert with_classifier.classifier_sha256 == get_entry(CLASSIFIER_REF).sha256
+    assert with_classifier.timings_s["classify"] >= 0
+    probabilities = [f.probability for f in with_classifier.findings]
+    assert all(0.0 <= p <= 1.0 for p in probabilities) and all(f.nodule_type for f in with_classifier.findings)
+    assert with_classifier.study_score == pytest.approx(max(probabilities), abs=1e-4)  # the highest probability
+    # the classifier only adds its verdict: every detector candidate stays a finding, in the same order
+    assert [(f.score, f.center_x_mm, f.diameter_mm) for f in with_classifier.findings] == [
+        (f.score, f.center_x_mm, f.diameter_mm) for f in without.findings
+    ]

@@ -16,6 +16,10 @@ Two later steps plug in as optional callables:
   run on the candidates kept at the registry threshold (as in production). It adds the
   nodule-vs-not ROC AUC and binary metrics, a FROC with the probability as score and, when types are given,
   type accuracy and its confusion matrix over the detected nodules.
+- ``rank_by``: what orders the candidates for the FROC and CPM (:class:`RankBy`): the detector's score (the
+  default), the classifier's nodule probability, or their product (false-positive reduction). Ranking by the
+  classifier classifies every candidate, down to the detector's lowest score, so that the curve covers the same
+  candidates as the detector's own; the figures "at threshold" stay those of the detector's registry threshold.
 - ``measure(volume, candidate)``: diameters of a detected nodule (anything with ``mean_diameter_mm``; None
   or ValueError when it finds no nodule there, counted as a failure); :func:`measure_with` adapts
   ``models.measurement.measure_nodule``. Without it the diameter error is that of the detector's box
@@ -30,6 +34,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,6 +56,23 @@ SIZES_OF_INTEREST_MM = (4.0, 6.0)
 REPORT_SIZE_BINS_MM: tuple[tuple[float, float], ...] = ((0.0, 4.0), *metrics.SIZE_BINS_MM)
 NODULE_KINDS = ("solid", "part_solid", "ground_glass")
 HIT_RULE = "candidate centre (patient coordinates, mm) within diameter/2 of a true nodule centre (LUNA16)"
+
+
+class RankBy(StrEnum):
+    """The score that orders the candidates for the FROC and CPM (each in 0..1)."""
+
+    DETECTOR = "detector"
+    CLASSIFIER = "classifier"
+    PRODUCT = "product"
+
+    @property
+    def description(self) -> str:
+        """The ranking score in words, for the report."""
+        return {
+            RankBy.DETECTOR: "detector score",
+            RankBy.CLASSIFIER: "classifier nodule probability",
+            RankBy.PRODUCT: "detector score x classifier nodule probability",
+        }[self]
 
 
 class Detector(Protocol):
@@ -107,6 +129,18 @@ class _Classifies(Protocol):
     ) -> Sequence[CandidateClassLike]: ...
 
 
+def ranking_score(rank_by: RankBy, candidate: Candidate, verdict: CandidateClassLike | None) -> float:
+    """The score (0..1) that ranks `candidate` for the FROC: its detector score, the classifier's nodule
+    probability in `verdict`, or their product. ValueError naming the candidate when `verdict` is needed but None.
+    """
+    if rank_by is RankBy.DETECTOR:
+        return float(candidate.score)
+    if verdict is None:
+        raise ValueError(f"ranking by {rank_by.value} needs the classifier's verdict on {candidate}, got none")
+    probability = float(verdict.nodule_probability)
+    return probability if rank_by is RankBy.CLASSIFIER else float(candidate.score) * probability
+
+
 def classify_with(classifier: _Classifies) -> Classify:
     """A classify step from a classifier with ``classify(hu, spacing_zyx_mm, centers_zyx_vox)``."""
 
@@ -135,7 +169,7 @@ class _StudyResult:
     candidates: list[Candidate]
     centers_xyz_mm: np.ndarray
     match: metrics.ScanMatch
-    classes: dict[int, CandidateClassLike]  # candidate index -> verdict (candidates kept at the threshold)
+    classes: dict[int, CandidateClassLike]  # candidate index -> verdict (kept at the threshold, or all: rank_by)
     measured_mm: dict[int, float]  # nodule index -> measured mean diameter of its best candidate
     seconds: dict[str, float]
     measure_failures: int = 0
@@ -147,6 +181,14 @@ class _StudyResult:
     @property
     def diameters(self) -> list[float]:
         return [n.diameter_mm for n in self.study.nodules]
+
+    def ranked_scan(self, rank_by: RankBy, min_diameter_mm: float) -> metrics.ScanScores:
+        """The FROC inputs with the candidates scored by `rank_by` (each nodule's best candidate chosen anew)."""
+        scores = [ranking_score(rank_by, c, self.classes.get(i)) for i, c in enumerate(self.candidates)]
+        match = metrics.match_scan(
+            self.centers_xyz_mm, scores, [n.center_xyz_mm for n in self.study.nodules], self.diameters
+        )
+        return metrics.scan_scores(match, scores, self.diameters, min_diameter_mm=min_diameter_mm)
 
 
 def image_keys(study: StudyTruth) -> list[str]:
@@ -171,15 +213,21 @@ def evaluate_detector(
     detector: Detector | None = None,
     classify: Classify | None = None,
     measure: Measure | None = None,
+    rank_by: RankBy | str = RankBy.DETECTOR,
     registry_path: Path | None = None,
     device: str = "cpu",
     classifier_threshold: float = 0.5,
+    classifier_ref: str | None = None,
+    classifier_sha256: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate detector `ref` ("name@version") on the studies of `truth`, stored at `archive_url`.
 
-    `detector` replaces the registered one (tests); `classify` and `measure` are the optional later steps
-    (see the module's docstring). Writes ``report.json`` and the PNG plots into `out_dir`; returns the report.
+    `detector` replaces the registered one (tests); `classify`, `measure` and `rank_by` are the optional later
+    steps (see the module's docstring); ranking by the classifier needs `classify`. `classifier_threshold` (0..1)
+    is the nodule probability from which a candidate counts as a nodule; `classifier_ref` ("name@version") and
+    `classifier_sha256` name the classifier behind `classify` in the report. Writes ``report.json`` and the PNG
+    plots into `out_dir`; returns the report.
     """
     from nightscan.settings import Settings
     from nightscan.storage import open_storage
@@ -188,6 +236,9 @@ def evaluate_detector(
 
     if not truth.studies:
         raise ValueError(f"the ground truth (seed {truth.seed}) holds no study")
+    rank_by = RankBy(rank_by)
+    if rank_by is not RankBy.DETECTOR and classify is None:
+        raise ValueError(f"rank_by={rank_by.value!r} needs a classify step, got classify=None")
     settings = settings or Settings()
     entry_history: list[dict[str, Any]] = []
     if detector is None:
@@ -215,12 +266,15 @@ def evaluate_detector(
             candidates = detector.detect(volume.hu, volume.spacing_zyx_mm, score_threshold=0.0)
             t2 = time.perf_counter()
             result = _match_study(study, volume, candidates)
-            kept = [i for i, c in enumerate(candidates) if c.score >= threshold]
-            if classify is not None and kept:
-                verdicts = list(classify(volume, [candidates[i] for i in kept]))
-                if len(verdicts) != len(kept):
-                    raise ValueError(f"classify returned {len(verdicts)} verdicts for {len(kept)} candidates")
-                result.classes = dict(zip(kept, verdicts, strict=True))
+            if rank_by is RankBy.DETECTOR:
+                to_classify = [i for i, c in enumerate(candidates) if c.score >= threshold]
+            else:
+                to_classify = list(range(len(candidates)))
+            if classify is not None and to_classify:
+                verdicts = list(classify(volume, [candidates[i] for i in to_classify]))
+                if len(verdicts) != len(to_classify):
+                    raise ValueError(f"classify returned {len(verdicts)} verdicts for {len(to_classify)} candidates")
+                result.classes = dict(zip(to_classify, verdicts, strict=True))
             t3 = time.perf_counter()
             if measure is not None:
                 for j, best in enumerate(result.match.best_candidate):
@@ -251,6 +305,10 @@ def evaluate_detector(
         results=results,
         threshold=threshold,
         measured=measure is not None,
+        rank_by=rank_by,
+        classifier=None
+        if classify is None
+        else {"ref": classifier_ref, "sha256": classifier_sha256, "threshold": classifier_threshold},
         classifier_threshold=classifier_threshold,
         wall_s=time.perf_counter() - started,
     )
@@ -283,11 +341,15 @@ def _match_study(study: StudyTruth, volume: Volume, candidates: list[Candidate])
     return _StudyResult(study, candidates, centers, match, {}, {}, {})
 
 
-def _detection(results: list[_StudyResult], threshold: float, min_diameter_mm: float) -> dict[str, Any]:
+def _detection(
+    results: list[_StudyResult], threshold: float, min_diameter_mm: float, rank_by: RankBy
+) -> dict[str, Any]:
+    """FROC and CPM with the candidates ranked by `rank_by`; the operating point at the detector's `threshold`."""
     scans = [metrics.scan_scores(r.match, r.scores, r.diameters, min_diameter_mm=min_diameter_mm) for r in results]
-    curve = metrics.froc_curve(scans)
+    ranked = scans if rank_by is RankBy.DETECTOR else [r.ranked_scan(rank_by, min_diameter_mm) for r in results]
+    curve = metrics.froc_curve(ranked)
     sensitivity, fp_per_scan = metrics.operating_point(scans, threshold)
-    froc = metrics.froc(scans)
+    froc = metrics.froc(ranked)
     return {
         "n_nodules": curve.n_nodules,
         "froc": froc,
@@ -329,6 +391,8 @@ def _report(
     results: list[_StudyResult],
     threshold: float,
     measured: bool,
+    rank_by: RankBy,
+    classifier: dict[str, Any] | None,
     classifier_threshold: float,
     wall_s: float,
 ) -> dict[str, Any]:
@@ -357,9 +421,12 @@ def _report(
             "n_nodules_ge_6mm": sum(d >= 6.0 for d in all_diameters),
             "options": truth.options,
         },
+        "classifier": classifier,
         "hit_rule": HIT_RULE,
         "detection": {
-            **{f"ge_{d:g}mm": _detection(results, threshold, d) for d in SIZES_OF_INTEREST_MM},
+            "ranked_by": rank_by.value,
+            "ranking_score": rank_by.description,
+            **{f"ge_{d:g}mm": _detection(results, threshold, d, rank_by) for d in SIZES_OF_INTEREST_MM},
             "fp_per_scan_at_threshold": float(np.mean(fp_at_threshold)),
             "sensitivity_by_size_at_threshold": metrics.sensitivity_by_size(
                 all_diameters, detected, REPORT_SIZE_BINS_MM
@@ -423,18 +490,18 @@ def _classification(
     results: list[_StudyResult], threshold: float, classifier_threshold: float
 ) -> dict[str, Any] | None:
     """Nodule-vs-not over the candidates kept at the detector threshold; type over the detected nodules."""
-    if not any(r.classes for r in results):
+    kept_by_study = [sorted(i for i in r.classes if r.candidates[i].score >= threshold) for r in results]
+    if not any(kept_by_study):
         return None
     labels: list[bool] = []
     probabilities: list[float] = []
     true_kinds: list[str] = []
     predicted_kinds: list[str] = []
     scans_by_size: dict[float, list[metrics.ScanScores]] = {d: [] for d in SIZES_OF_INTEREST_MM}
-    for r in results:
-        for i, verdict in r.classes.items():
+    for r, kept in zip(results, kept_by_study, strict=True):
+        for i in kept:
             labels.append(bool(r.match.hits[i].any()))
-            probabilities.append(float(verdict.nodule_probability))
-        kept = sorted(r.classes)
+            probabilities.append(float(r.classes[i].nodule_probability))
         prob = np.zeros(len(r.candidates))
         for i in kept:
             prob[i] = float(r.classes[i].nodule_probability)
@@ -500,7 +567,9 @@ def _plots(
                 det["cpm"],
             )
     if curves:
-        written["froc"] = plots.froc_plot(curves, out_dir / "froc.png", title=f"{ref}: FROC")
+        ranking = RankBy(report["detection"]["ranked_by"])
+        title = f"{ref}: FROC" if ranking is RankBy.DETECTOR else f"{ref}: FROC\nranked by {ranking.description}"
+        written["froc"] = plots.froc_plot(curves, out_dir / "froc.png", title=title)
     true_mm, measured_mm = _detected_pairs(results, threshold, measured=report["diameter"]["source"] == "measure")
     if true_mm:
         written["diameter"] = plots.diameter_scatter_plot(

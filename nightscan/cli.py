@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from synth.messy import Mess
 
 log = logging.getLogger("nightscan")
+
+RANK_BY_CHOICES = ("detector", "classifier", "product")
+"""The values of models.evaluate.RankBy (not imported here: the CLI imports numpy and torch only in commands)."""
 
 
 @click.group()
@@ -431,6 +434,21 @@ def models_register(
 )
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Report and plots go here.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option(
+    "--classifier",
+    "classifier_ref",
+    default=None,
+    metavar="NAME@VERSION",
+    help="Candidate classifier to run on the candidates: adds nodule-vs-not and type metrics.",
+)
+@click.option(
+    "--rank-by",
+    type=click.Choice(RANK_BY_CHOICES),
+    default="detector",
+    show_default=True,
+    help="Score that orders the candidates for FROC/CPM: the detector's, the classifier's nodule probability, "
+    "or their product (needs --classifier).",
+)
 @_REGISTRY_OPTION
 @click.pass_obj
 def models_evaluate(
@@ -445,24 +463,48 @@ def models_evaluate(
     archive_dir: str | None,
     out_dir: str,
     device: str,
+    classifier_ref: str | None,
+    rank_by: str,
     registry_path: str | None,
 ) -> None:
     """Evaluate detector REF (name@version) on a held-out archive: FROC/CPM, sensitivities, diameter error.
 
-    Give --archive and --truth, or --generate N (with --seed) to synthesise one. Writes report.json and PNG
-    plots into --out and prints the key figures.
+    Give --archive and --truth, or --generate N (with --seed) to synthesise one. With --classifier, the
+    classifier scores the candidates too (nodule vs not, type), and --rank-by can rank them by its nodule
+    probability. Writes report.json and PNG plots into --out and prints the key figures.
     """
     import tempfile
     from pathlib import Path
 
-    from models.evaluate import evaluate_detector
+    from models.evaluate import classify_with, evaluate_detector
     from synth.archive import read_ground_truth
 
     if (generate is None) == (archive_url is None):
         raise click.UsageError("give either --archive URL with --truth FILE, or --generate N")
     if archive_url is not None and truth_path is None:
         raise click.UsageError("--archive needs --truth (the archive's ground truth JSON)")
+    if rank_by != "detector" and classifier_ref is None:
+        raise click.UsageError(f"--rank-by {rank_by} needs --classifier NAME@VERSION")
+    registry = Path(registry_path) if registry_path else None
     out = Path(out_dir)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    classifier_options: dict[str, Any] = {}
+    if classifier_ref is not None:
+        from models.registry import load_classifier
+
+        try:
+            classifier = load_classifier(classifier_ref, device, registry_path=registry)
+        except KeyError as exc:
+            raise click.BadParameter(str(exc.args[0]), param_hint="--classifier") from exc
+        classifier_options = {
+            "classify": classify_with(classifier),
+            "classifier_threshold": classifier.threshold,
+            "classifier_ref": f"{classifier.name}@{classifier.version}",
+            "classifier_sha256": classifier.sha256,
+        }
     if generate is not None:
         truth, archive_url = _generate_held_out(
             settings,
@@ -476,10 +518,6 @@ def models_evaluate(
     else:
         assert truth_path is not None
         truth = read_ground_truth(truth_path)
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     report = evaluate_detector(
         ref,
         archive_url,
@@ -487,7 +525,9 @@ def models_evaluate(
         out,
         settings,
         device=device,
-        registry_path=Path(registry_path) if registry_path else None,
+        registry_path=registry,
+        rank_by=rank_by,
+        **classifier_options,
     )
     _print_evaluation(report, out_dir)
 
@@ -533,9 +573,12 @@ def _print_evaluation(report: dict, out_dir: str) -> None:
 
     det, diam, timing = report["detection"], report["diameter"], report["timing"]
     truth = report["truth"]
+    classifier = report.get("classifier")
+    models_used = report["model"]["ref"] + (f" + {classifier['ref']}" if classifier and classifier["ref"] else "")
     table = Table(
-        title=f"{report['model']['ref']} on {truth['n_studies']} studies, {truth['n_nodules']} nodules "
-        f"({truth['n_nodules_ge_4mm']} >= 4 mm, {truth['n_nodules_ge_6mm']} >= 6 mm)"
+        title=f"{models_used} on {truth['n_studies']} studies, {truth['n_nodules']} nodules "
+        f"({truth['n_nodules_ge_4mm']} >= 4 mm, {truth['n_nodules_ge_6mm']} >= 6 mm); "
+        f"FROC ranked by {det['ranking_score']}"
     )
     for column in ("figure", "value", "target"):
         table.add_column(column)

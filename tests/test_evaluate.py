@@ -13,14 +13,15 @@ import pytest
 from click.testing import CliRunner
 
 from models.candidates import Candidate
-from models.evaluate import CandidateClass, evaluate_detector, image_keys, measure_with
+from models.evaluate import CandidateClass, RankBy, evaluate_detector, image_keys, measure_with
 from models.registry import get_entry, load_detector, weights_path
-from nightscan.cli import main
+from nightscan.cli import RANK_BY_CHOICES, main
 from nightscan.storage import open_storage
 from synth.archive import ArchiveOptions, GroundTruth, generate_archive, read_ground_truth
 from synth.messy import Mess
 
 REF = "nodule-detector@0.1.0"
+CLASSIFIER_REF = "nodule-classifier@0.1.0"
 SHAPE, SPACING = "32x96x96", "5x3.5x3.5"  # 160 x 336 x 336 mm: fast, and wide enough for the lungs
 SEED = 4242  # an archive seed; the detector was trained on synth.phantom seeds, never on archives
 
@@ -99,6 +100,48 @@ def test_cli_evaluation_report_and_plots(cli_run: tuple[object, Path]) -> None:
     assert {"froc", "training_curves"} <= set(report["plots"])
     for name in report["plots"].values():
         assert is_png(out / name), name
+    assert report["detection"]["ranked_by"] == "detector" and report["classifier"] is None
+
+
+def test_cli_evaluation_with_the_classifier_ranked_by_product(cli_run: tuple[object, Path]) -> None:
+    _, root = cli_run  # the archive and truth the first run generated
+    out = root / "out-classifier"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("models", "evaluate", REF, "--archive", (root / "archive").resolve().as_uri()),
+            *("--truth", str(root / "out" / "truth.json"), "--out", str(out), "--device", "cpu"),
+            *("--classifier", CLASSIFIER_REF, "--rank-by", "product"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "nodule vs not ROC AUC" in result.output and CLASSIFIER_REF in result.output
+    report = strict_json(out / "report.json")
+    classifier = get_entry(CLASSIFIER_REF)
+    assert report["classifier"] == {
+        "ref": CLASSIFIER_REF,
+        "sha256": classifier.sha256,
+        "threshold": classifier.score_threshold,
+    }
+    assert report["detection"]["ranked_by"] == "product"
+    assert report["detection"]["ranking_score"] == "detector score x classifier nodule probability"
+    cls = report["classification"]
+    n_kept = sum(s["n_candidates_at_threshold"] for s in report["studies"])
+    if n_kept:  # the classifier saw every candidate kept at the detector threshold
+        assert cls["candidates"] == n_kept and cls["nodule_vs_not"]["threshold"] == classifier.score_threshold
+    for size in ("ge_4mm", "ge_6mm"):
+        assert 0.0 <= report["detection"][size]["cpm"] <= 1.0
+
+
+def test_rank_by_needs_a_classifier(tmp_path: Path) -> None:
+    args = ["models", "evaluate", REF, "--generate", "1", "--out", str(tmp_path), "--rank-by", "product"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--classifier" in result.output
+    unknown = CliRunner().invoke(main, [*args, "--classifier", "nodule-classifier@0.0.9"])
+    assert unknown.exit_code == 2 and "nodule-classifier@0.0.9" in unknown.output  # before generating anything
+    assert not (tmp_path / "truth.json").exists()
+    assert tuple(r.value for r in RankBy) == RANK_BY_CHOICES  # the CLI's choices, without importing torch
 
 
 class FakeDetector:
@@ -197,6 +240,84 @@ def test_matching_on_a_hand_made_case(tmp_path: Path) -> None:
     assert {"froc", "diameter", "roc", "confusion_nodule", "confusion_type"} <= set(report["plots"])
     for name in report["plots"].values():
         assert is_png(tmp_path / "out" / name), name
+
+
+class Outranked(FakeDetector):
+    """Per study: each true nodule at score 0.6, false positives A at 0.9 and B at 0.8 (above the threshold 0.5)
+    and C at 0.1, in three corners."""
+
+    def detect(self, hu: np.ndarray, spacing_zyx_mm: tuple, *, score_threshold: float | None = None) -> list:
+        study = next(self.studies)
+        nz, ny, nx = hu.shape
+        return [
+            *(Candidate(n.center_zyx_vox, (n.diameter_mm,) * 3, n.diameter_mm, 0.6) for n in study.nodules),
+            Candidate((1.0, 1.0, 1.0), (5, 5, 5), 5.0, 0.9),
+            Candidate((nz - 2.0, ny - 2.0, nx - 2.0), (5, 5, 5), 5.0, 0.8),
+            Candidate((1.0, ny - 2.0, 1.0), (5, 5, 5), 5.0, 0.1),
+        ]
+
+
+# Nodule probability by detector score: nodules 0.9, A 0.7, B 0.2, C 0.3. Products: nodules 0.54, A 0.63,
+# B 0.16, C 0.03. So two false positives per scan outrank the nodules by the detector's score, none by the
+# probability, one (A) by the product.
+PROBABILITY = {0.6: 0.9, 0.9: 0.7, 0.8: 0.2, 0.1: 0.3}
+
+
+def classify_outranked(volume: object, candidates: Sequence[Candidate]) -> list[CandidateClass]:
+    return [CandidateClass(PROBABILITY[c.score], "solid") for c in candidates]
+
+
+def test_candidates_ranked_by_detector_classifier_or_product(tmp_path: Path) -> None:
+    storage = open_storage((tmp_path / "archive").as_uri())
+    truth = generate_archive(
+        storage.put, n_patients=2, seed=SEED, shape_zyx=(32, 96, 96), spacing_zyx_mm=(5.0, 3.5, 3.5)
+    )
+    nodules = [n for s in truth.studies for n in s.nodules]
+    assert nodules and all(n.diameter_mm >= 4.0 for n in nodules), [n.diameter_mm for n in nodules]
+    seen: dict[str, int] = {}
+
+    def counting(volume: object, candidates: Sequence[Candidate]) -> list[CandidateClass]:
+        seen[rank_by] = seen.get(rank_by, 0) + len(candidates)
+        return classify_outranked(volume, candidates)
+
+    # The sensitivity reaches 1 after 2, 0 and 1 false positives per scan: CPM = share of the LUNA16 rates
+    # (1/8 .. 8) at or above that, i.e. 3/7, 7/7 and 4/7.
+    expected_cpm = {"detector": 3 / 7, "classifier": 1.0, "product": 4 / 7}
+    reports = {}
+    for rank_by in expected_cpm:
+        reports[rank_by] = evaluate_detector(
+            "outranked@0",
+            storage.url,
+            truth,
+            tmp_path / rank_by,
+            detector=Outranked(truth),
+            classify=counting,
+            rank_by=rank_by,
+            classifier_threshold=0.5,
+            progress=False,
+        )
+    for rank_by, cpm in expected_cpm.items():
+        report = reports[rank_by]
+        assert report["detection"]["ranked_by"] == rank_by
+        assert report["detection"]["ge_4mm"]["cpm"] == pytest.approx(cpm), rank_by
+        assert report["detection"]["ge_4mm"]["n_nodules"] == len(nodules)
+        # The operating point stays the detector's at its registry threshold: every nodule, A and B.
+        assert report["detection"]["ge_4mm"]["at_threshold"] == pytest.approx({"sensitivity": 1.0, "fp_per_scan": 2.0})
+        # Nodule vs not over the candidates kept at the threshold (C excluded), whatever the ranking.
+        nvn = report["classification"]["nodule_vs_not"]
+        assert (nvn["tp"], nvn["fp"], nvn["fn"], nvn["tn"]) == (len(nodules), 2, 0, 2)
+        assert strict_json(tmp_path / rank_by / "report.json")["detection"]["ranked_by"] == rank_by
+    # Ranked by the detector, the classifier sees the kept candidates only; otherwise every candidate, C too.
+    assert seen == {"detector": len(nodules) + 4, "classifier": len(nodules) + 6, "product": len(nodules) + 6}
+
+
+def test_ranking_by_the_classifier_needs_a_classify_step(tmp_path: Path) -> None:
+    storage = open_storage((tmp_path / "archive").as_uri())
+    truth = generate_archive(storage.put, n_patients=1, seed=SEED, shape_zyx=(8, 32, 32))
+    with pytest.raises(ValueError, match="'product' needs a classify step"):
+        evaluate_detector("x@0", storage.url, truth, tmp_path / "out", detector=Outranked(truth), rank_by="product")
+    with pytest.raises(ValueError, match="'volume'"):
+        evaluate_detector("x@0", storage.url, truth, tmp_path / "out", detector=Outranked(truth), rank_by="volume")
 
 
 def test_a_candidate_far_from_every_nodule_is_a_false_positive(tmp_path: Path) -> None:

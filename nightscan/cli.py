@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -530,6 +531,47 @@ def models_evaluate(
         **classifier_options,
     )
     _print_evaluation(report, out_dir)
+
+
+_FORWARD = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+"""Every argument, --help included, goes to the training script's own argparse parser."""
+
+
+@models.group("train")
+def models_train() -> None:
+    """Train a model: each subcommand runs a training script with the arguments given after it.
+
+    The scripts' own options are the only ones (see `nightscan models train detector --help`); training
+    registers the new weights in models/registry.json.
+    """
+
+
+@models_train.command("detector", context_settings=_FORWARD)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def models_train_detector(args: tuple[str, ...]) -> None:
+    """Train the nodule detector: the arguments, --help included, go to `python -m models.train`."""
+    from models.train import main as train_main
+
+    _forward("nightscan models train detector", train_main, args)
+
+
+@models_train.command("classifier", context_settings=_FORWARD)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def models_train_classifier(args: tuple[str, ...]) -> None:
+    """Train the candidate classifier: the arguments, --help included, go to `python -m models.train_classifier`."""
+    from models.train_classifier import main as train_main
+
+    _forward("nightscan models train classifier", train_main, args)
+
+
+def _forward(prog: str, script_main: Callable[[list[str]], None], args: tuple[str, ...]) -> None:
+    """Run a training script's ``main(argv)`` with `args`; its argparse usage lines name `prog`."""
+    argv0 = sys.argv[0]
+    sys.argv[0] = prog  # argparse takes its program name from sys.argv[0]
+    try:
+        script_main(list(args))
+    finally:
+        sys.argv[0] = argv0
 
 
 def _generate_held_out(

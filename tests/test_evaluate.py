@@ -1,4 +1,4 @@
-"""``nightscan models evaluate|show|register`` end to end on a tiny synthetic archive (file:// storage)."""
+"""``nightscan models evaluate|show|register|train`` end to end on a tiny synthetic archive (file:// storage)."""
 
 from __future__ import annotations
 
@@ -374,6 +374,21 @@ def test_register_show_and_refuse_a_duplicate(tmp_path: Path) -> None:
     assert again.exit_code != 0 and "already registered" in again.output
     unknown = runner.invoke(main, ["models", "show", "nodule-detector@0.0.9", "--registry", str(registry)])
     assert unknown.exit_code != 0 and "0.0.9" in unknown.output
+
+
+def test_train_forwards_its_arguments_to_the_training_scripts() -> None:
+    runner = CliRunner()
+    group = runner.invoke(main, ["models", "train", "--help"])
+    assert group.exit_code == 0 and "detector" in group.output and "classifier" in group.output
+    detector = runner.invoke(main, ["models", "train", "detector", "--help"])
+    # argparse's help of models.train, under the command's name; nothing trained
+    assert detector.exit_code == 0, detector.output
+    assert "usage: nightscan models train detector" in detector.output
+    assert all(option in detector.output for option in ("--out", "--seed", "--version", "--n-train-volumes"))
+    classifier = runner.invoke(main, ["models", "train", "classifier", "--help"])
+    assert classifier.exit_code == 0 and "--patch-cache" in classifier.output
+    unknown = runner.invoke(main, ["models", "train", "detector", "--no-such-option"])
+    assert unknown.exit_code == 2 and "unrecognized arguments: --no-such-option" in unknown.output
 
 
 def test_evaluate_needs_an_archive_or_generate(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from models.registry import ModelEntry, list_entries
 
@@ -12,69 +14,132 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f} %"
 
 
+V1_TRAINING_DATA = (
+    "`synth.phantom` volumes: 1..4 nodules of 4..25 mm in a random 120 mm of the lungs, voxel size varied "
+    "(z 1.8..3.2 mm, in-plane 2.2..2.9 mm); whole 2.5-D slices, half through a nodule. Augmentation: flips on "
+    "all axes, intensity jitter, extra noise"
+)
+"""How nodule-detector 0.1.0 was trained (its registry entry predates the `training_data` field)."""
+
+TARGETS = (  # (label, where in archive_evaluation, goal, higher is better); the targets of issue 6
+    ("CPM, nodules >= 4 mm", ("detection", "ge_4mm", "cpm"), 0.85, True),
+    ("sensitivity at 1 FP/scan, nodules >= 6 mm", ("detection", "ge_6mm", "sensitivity_at_1fp"), 0.95, True),
+    ("mean-diameter MAE, nodules >= 6 mm (mm)", ("diameter", "mae_mm_ge_6mm"), 1.0, False),
+    ("seconds per study on the CPU (load + detect)", ("timing", "load_detect_seconds_per_study"), 30.0, False),
+)
+
+
+def _dig(data: dict, path: tuple[str, ...]) -> object:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _archive_section(evaluations: dict) -> str:
+    """The card's section on `nightscan models evaluate` runs on a held-out archive (one per ranking)."""
+    if not evaluations:
+        return "Not yet evaluated on an archive: run `nightscan models evaluate` (see the README)."
+    parts = []
+    for label, ev in evaluations.items():
+        rows = []
+        for name, path, goal, higher in TARGETS:
+            value = _dig(ev, path)
+            met = "n/a" if not isinstance(value, int | float) else ("yes" if (value >= goal) == higher else "**no**")
+            shown = _num(value, 3 if goal < 2 else 1)
+            rows.append(f"| {name} | {shown} | {'>=' if higher else '<='} {goal:g} | {met} |")
+        by_size = _dig(ev, ("detection", "sensitivity_by_size_at_threshold")) or {}
+        sizes = ", ".join(
+            f"{band} {v.get('detected', '?')}/{v.get('n', '?')}" for band, v in by_size.items() if isinstance(v, dict)
+        )
+        parts.append(f"""### {label}
+
+`{ev.get("command", "n/a")}`: {ev.get("dataset", "n/a")}.
+
+| target | measured | goal | met |
+|---|---|---|---|
+{chr(10).join(rows)}
+
+At the registered threshold: {_num(_dig(ev, ("detection", "fp_per_scan_at_threshold")), 2)} false positives per
+scan; nodules found by size: {sizes or "n/a"}.""")
+    return "\n\n".join(parts)
+
+
 def render_model_card(entry: ModelEntry) -> str:
-    """Markdown model card of `entry` (metrics as stored in the registry)."""
+    """Markdown model card of a detector (metrics as models.train and `models evaluate --record` store them)."""
     m = entry.metrics
-    froc = m.get("froc_ge_6mm", {})
+    froc_4 = m.get("froc_ge_4mm", {})
+    froc_6 = m.get("froc_ge_6mm", {})
     froc_rows = "\n".join(
-        f"| {k.removeprefix('sens@').removesuffix('fp')} | {_pct(v)} |"
-        for k, v in froc.items()
+        f"| {k.removeprefix('sens@').removesuffix('fp')} | {_pct_or_na(froc_4.get(k))} | {_pct_or_na(v)} |"
+        for k, v in froc_6.items()
         if k.startswith("sens@")
     )
     history = m.get("history", [])
     prep = entry.preprocessing
+    kwargs = entry.architecture.get("kwargs", {})
     status = "PROVISIONAL. " if entry.provisional else ""
+    crop = (
+        f" crop to the body (above {prep.body_threshold_hu:g} HU, {prep.margin_mm:g} mm margin),"
+        if prep.crop_body
+        else ""
+    )
+    pad = f", padded to a multiple of {prep.pad_multiple} pixels" if prep.pad_multiple > 1 else ""
     return f"""# Model card: {entry.name} {entry.version}
 
-**{status}Trained on synthetic phantoms only. Not for clinical use.** It exists so the screening pipeline
-(fetch, decode, resample, detect, store findings with provenance) runs end to end on real code paths
-before a model trained on real, annotated CT (for example LIDC-IDRI / LUNA16) replaces it.
+**{status}Trained on synthetic phantoms only. Not for clinical use.** It finds nodules in the project's
+synthetic chest CT; a model trained on real, annotated CT (for example LIDC-IDRI / LUNA16) would replace it.
 
 ## What it does
 
 Detects lung nodules (solid, part-solid and ground glass) in chest CT. Input: a volume in Hounsfield
 units (z, y, x) with its voxel spacing in mm. Output: 3-D candidates (centre in the input's voxel
 coordinates, extent in mm, diameter in mm, score 0..1), kept when the score is >= {entry.score_threshold:.3f}
-(chosen on validation phantoms as {m.get("validation", {}).get("threshold_rule", "n/a")}).
+(chosen on validation phantoms as the {m.get("validation", {}).get("threshold_rule", "n/a")}).
 
-- Architecture: torchvision Faster R-CNN with a small 7-layer convolutional backbone (one feature map at
-  stride 4), square anchors of {entry.architecture.get("kwargs", {}).get("anchor_sizes", "4, 8, 16")} px,
-  2.5-D input (slices k-1, k, k+1 as channels); builder `{entry.architecture["builder"]}`
-  with {entry.architecture.get("kwargs", {})}. Random initialisation, no pretrained weights.
+- Architecture: torchvision Faster R-CNN (region proposal network, ROI heads, non-maximum suppression) with a
+  small 7-layer convolutional backbone (one feature map at stride 4), square anchors of
+  {kwargs.get("anchor_sizes", [4, 8, 16])} working-grid pixels, 2.5-D input (slices k-1, k, k+1 as channels);
+  builder `{entry.architecture["builder"]}` with {kwargs}. Random initialisation, no pretrained weights.
 - Per-slice boxes are linked across adjacent slices (IoU > 0.3) into 3-D candidates; a candidate whose
   centre lies inside a better one is dropped (3-D non-maximum suppression).
-- Candidate diameters come from box sizes and are coarse; true measurement is a separate step.
-- Preprocessing `{prep.version}`: trilinear resampling to {prep.spacing_zyx_mm} mm (z, y, x), window
-  {prep.window_hu[0]:g}..{prep.window_hu[1]:g} HU mapped to 0..1.
+- Candidate diameters come from box sizes and are coarse; findings are measured by `models.measurement`.
+- Preprocessing `{prep.version}`: trilinear resampling to {prep.spacing_zyx_mm} mm (z, y, x),{crop}
+  window {prep.window_hu[0]:g}..{prep.window_hu[1]:g} HU mapped to 0..1{pad}.
 - Weights: `{entry.weights}` (state_dict), sha256 `{entry.sha256}`.
 
 ## Training data
 
-`synth.phantom` volumes (the anatomy of `nightscan synth`): body with fat and soft tissue, lungs with
-branching vessels (the main false-positive source), heart, trachea, spine, ribs, sternum and table, in a
-random pose, with noise of a random dose (about 20 to 36 HU); 1..4 nodules of 4..25 mm, solid,
-part-solid or ground glass, irregular, some juxtapleural, some spiculated. Each volume covers a random
-120 mm of the lungs. Voxel size varied (z 1.8..3.2 mm, in-plane 2.2..2.9 mm) so resampling is part of
-training. Augmentation: flips on all axes, intensity jitter, extra noise.
+{m.get("training_data", V1_TRAINING_DATA)}. Anatomy of `nightscan synth`: body, lungs with branching vessels
+(the main false-positive source), heart, trachea, spine, ribs, sternum and table, in a random pose, with the
+noise of a random dose; nodules solid, part-solid or ground glass, irregular, some juxtapleural, some spiculated.
 
-## Measured performance (held-out synthetic phantoms)
+## Measured performance
 
-Test set: {m.get("dataset", "n/a")}; {m.get("n_test_nodules_ge_6mm", "n/a")} nodules >= 6 mm.
-Hit rule: {m.get("hit_rule", "n/a")}.
+### Held-out synthetic archive (`nightscan models evaluate`)
+
+The targets are those of the project's models issue; studies are read from DICOM objects in storage by the
+production loader, and a candidate hits a nodule when its centre lies within the nodule's radius (LUNA16).
+
+{_archive_section(m.get("archive_evaluation", {}))}
+
+### Held-out phantoms (measured by the training command)
+
+Test set: {m.get("dataset", "n/a")}; {m.get("n_test_nodules_ge_4mm", "n/a")} nodules >= 4 mm,
+{m.get("n_test_nodules_ge_6mm", "n/a")} >= 6 mm. Hit rule: {m.get("hit_rule", "n/a")}.
 
 | metric | value |
 |---|---|
-| sensitivity, nodules >= 6 mm, at threshold {entry.score_threshold:.3f} | {_pct(m["sensitivity_ge_6mm"])} |
-| sensitivity, nodules >= 8 mm | {_pct(m["sensitivity_ge_8mm"])} |
-| false positives per scan | {m["fp_per_scan"]:.2f} |
-| FROC CPM (mean sensitivity at 1/8..8 FP/scan, >= 6 mm) | {_pct(froc.get("cpm", float("nan")))} |
-| detection time per 48 x 128 x 128 scan (CPU) | {m.get("detect_seconds_per_scan_cpu", "n/a")} s |
+| sensitivity, nodules >= 6 mm, at threshold {entry.score_threshold:.3f} | {_pct_or_na(m.get("sensitivity_ge_6mm"))} |
+| false positives per scan at the threshold | {_num(m.get("fp_per_scan"), 2)} |
+| FROC CPM (mean sensitivity at 1/8..8 FP/scan), nodules >= 4 mm | {_pct_or_na(froc_4.get("cpm"))} |
+| FROC CPM, nodules >= 6 mm | {_pct_or_na(froc_6.get("cpm"))} |
+| detection time per test scan (CPU) | {m.get("detect_seconds_per_scan_cpu", "n/a")} s |
 | training time (CPU, 2 threads, including evaluation) | {m.get("training_seconds", "n/a")} s |
 
-FROC (nodules >= 6 mm):
-
-| FP / scan | sensitivity |
-|---|---|
+| FP / scan | sensitivity >= 4 mm | sensitivity >= 6 mm |
+|---|---|---|
 {froc_rows}
 
 Training curves: `weights/{entry.name}-{entry.version}-curves.png` ({len(history)} epochs).
@@ -88,8 +153,8 @@ Trained at {entry.trained_at}. Deterministic for a seed on the same CPU and libr
 
 ## Limitations
 
-- Synthetic anatomy is far simpler than real chest CT: no ribs, airways, heart motion, emphysema,
-  juxtapleural or part-solid / ground-glass nodules, no reconstruction kernels or slice thickness effects.
+- Synthetic anatomy is far simpler than real chest CT: no airways below the main bronchi, no heart motion,
+  emphysema, reconstruction kernels or scanner artefacts; nodules differ from their surroundings by clean HU levels.
 - Numbers above say the pipeline works, not that the model would work on patients.
 """
 
@@ -287,3 +352,54 @@ def write_model_card(entry: ModelEntry, path: Path, *, registry_path: Path | Non
         entries.append(entry)
     path.write_text("\n".join(render_card(e) for e in entries), encoding="utf-8")
     return path
+
+
+def archive_summary(report: dict[str, Any], command: str) -> dict[str, Any]:
+    """The model card's figures from a `nightscan models evaluate` report (see models.evaluate), with its command."""
+    truth, det = report["truth"], report["detection"]
+    options = truth.get("options") or {}
+    classification = report.get("classification") or {}
+    kind = classification.get("type") or {}
+    timing = report["timing"]
+    return {
+        "command": command,
+        "dataset": (
+            f"{truth['n_studies']} studies with {truth['n_nodules']} nodules ({truth['n_nodules_ge_4mm']} of 4 mm "
+            f"and more, {truth['n_nodules_ge_6mm']} of 6 mm and more), archive seed {truth['seed']}, "
+            f"shape {options.get('shape_zyx', 'n/a')} at {options.get('spacing_zyx_mm', 'n/a')} mm"
+        ),
+        "ranked_by": det.get("ranked_by", "detector"),
+        "classifier": report.get("classifier"),
+        "detection": {
+            **{
+                key: {name: det[key][name] for name in ("n_nodules", "cpm", "sensitivity_at_1fp", "froc")}
+                for key in det
+                if key.startswith("ge_")
+            },
+            "fp_per_scan_at_threshold": det["fp_per_scan_at_threshold"],
+            "sensitivity_by_size_at_threshold": det["sensitivity_by_size_at_threshold"],
+        },
+        "diameter": {k: report["diameter"][k] for k in ("source", "n_detected", "mae_mm_ge_4mm", "mae_mm_ge_6mm")},
+        "type_accuracy": kind.get("accuracy"),
+        "timing": {
+            "seconds_per_study": timing["seconds_per_study"],
+            "load_detect_seconds_per_study": timing["load_seconds_per_study"] + timing["detect_seconds_per_study"],
+        },
+    }
+
+
+def record_archive_evaluation(
+    ref: str, label: str, report: dict[str, Any], command: str, *, registry_path: Path | None = None
+) -> ModelEntry:
+    """Store `report`'s summary in `ref`'s registry entry under metrics.archive_evaluation[`label`] and rewrite the
+    model card beside the registry. Returns the updated entry."""
+    from models.registry import REGISTRY_PATH, get_entry, register
+
+    registry_path = registry_path or REGISTRY_PATH
+    entry = get_entry(ref, registry_path)
+    evaluations = dict(entry.metrics.get("archive_evaluation", {}))
+    evaluations[label] = archive_summary(report, command)
+    entry = replace(entry, metrics={**entry.metrics, "archive_evaluation": evaluations})
+    register(entry, registry_path)
+    write_model_card(entry, registry_path.parent / "MODEL_CARD.md", registry_path=registry_path)
+    return entry

@@ -85,9 +85,14 @@ def get_entry(ref: str, registry_path: Path | None = None) -> ModelEntry:
 
 
 def register(entry: ModelEntry, registry_path: Path | None = None) -> None:
-    """Add `entry`, replacing an entry with the same name and version."""
+    """Add `entry` at the end, or replace the entry with the same name and version where it stands."""
     path = registry_path or REGISTRY_PATH
-    entries = [e for e in list_entries(path) if e.ref != entry.ref] + [entry]
+    entries = list_entries(path)
+    refs = [e.ref for e in entries]
+    if entry.ref in refs:
+        entries[refs.index(entry.ref)] = entry
+    else:
+        entries.append(entry)
     payload = {"models": [e.to_dict() for e in entries]}
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     logger.info("registered %s in %s", entry.ref, path)

@@ -115,24 +115,50 @@ def scan(
 
 @main.command()
 @click.option("--queues", default="gpu", show_default=True, help="Comma-separated queues to consume.")
-@click.option("--concurrency", type=int, default=None, help="Pool processes (default: by queue).")
-@click.option("--pool", default="prefork", show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Pool processes. Default by queue: gpu -> one per GPU (CUDA_VISIBLE_DEVICES, else the GPUs the NVIDIA "
+    "driver lists; 1 without a GPU); ingest and cpu -> one per CPU core.",
+)
+@click.option(
+    "--pool",
+    type=click.Choice(["prefork", "threads", "solo"]),
+    default="prefork",
+    show_default=True,
+    help="Celery pool. prefork: one process per slot (a GPU worker pins each process to its own GPU).",
+)
 @click.pass_obj
 def worker(settings: Settings, queues: str, concurrency: int | None, pool: str) -> None:
-    """Start a Celery worker: gpu -> one process per device; ingest and cpu -> one per core."""
-    from workers.app import create_app
+    """Start a Celery worker: gpu -> one process per GPU; ingest and cpu -> one per core."""
+    from workers.app import create_app, visible_devices, worker_plan
 
-    if concurrency is None:
-        concurrency = 1 if settings.queue_gpu in queues.split(",") else len(os.sched_getaffinity(0))
-    app = create_app(settings)
+    names = [q.strip() for q in queues.split(",") if q.strip()]
+    plan = worker_plan(
+        names,
+        settings,
+        devices=visible_devices(),
+        cpus=len(os.sched_getaffinity(0)),
+        pool=pool,
+        concurrency=concurrency,
+    )
+    log.info(
+        "worker on %s: %s pool, %d processes, GPUs %s",
+        ",".join(names),
+        plan.pool,
+        plan.concurrency,
+        ",".join(plan.devices) or "none (CPU)",
+    )
+    app = create_app(settings, devices=plan.devices)
     app.worker_main(
         [
             "worker",
-            f"--queues={queues}",
-            f"--concurrency={concurrency}",
-            f"--pool={pool}",
+            f"--queues={','.join(names)}",
+            f"--concurrency={plan.concurrency}",
+            f"--pool={plan.pool}",
             f"--loglevel={settings.log_level}",
-            f"--hostname={queues.replace(',', '-')}@%h-{os.getpid()}",
+            f"--hostname={'-'.join(names)}@%h-{os.getpid()}",
             "--without-gossip",
             "--without-mingle",
         ]
@@ -450,6 +476,19 @@ def models_register(
     help="Score that orders the candidates for FROC/CPM: the detector's, the classifier's nodule probability, "
     "or their product (needs --classifier).",
 )
+@click.option(
+    "--measure/--no-measure",
+    default=True,
+    show_default=True,
+    help="Measure each detected nodule from a segmentation (models.measurement) for the diameter error.",
+)
+@click.option(
+    "--record",
+    "record_label",
+    default=None,
+    metavar="LABEL",
+    help="Store the key figures in REF's registry entry under this label and rewrite the model card.",
+)
 @_REGISTRY_OPTION
 @click.pass_obj
 def models_evaluate(
@@ -466,6 +505,8 @@ def models_evaluate(
     device: str,
     classifier_ref: str | None,
     rank_by: str,
+    measure: bool,
+    record_label: str | None,
     registry_path: str | None,
 ) -> None:
     """Evaluate detector REF (name@version) on a held-out archive: FROC/CPM, sensitivities, diameter error.
@@ -519,6 +560,12 @@ def models_evaluate(
     else:
         assert truth_path is not None
         truth = read_ground_truth(truth_path)
+    measure_step = None
+    if measure:
+        from models.evaluate import measure_with
+        from models.measurement import measure_nodule
+
+        measure_step = measure_with(measure_nodule)
     report = evaluate_detector(
         ref,
         archive_url,
@@ -528,9 +575,26 @@ def models_evaluate(
         device=device,
         registry_path=registry,
         rank_by=rank_by,
+        measure=measure_step,
         **classifier_options,
     )
     _print_evaluation(report, out_dir)
+    if record_label is not None:
+        import shlex
+
+        from models.model_card import record_archive_evaluation
+
+        source = (
+            ["--generate", str(generate), "--seed", str(seed), "--shape", shape, "--spacing", spacing]
+            if generate is not None
+            else ["--archive", archive_url, "--truth", str(truth_path)]
+        )
+        scoring = ["--classifier", classifier_ref, "--rank-by", rank_by] if classifier_ref else []
+        command = shlex.join(
+            ["nightscan", "models", "evaluate", ref, *source, *scoring, *([] if measure else ["--no-measure"])]
+        )
+        entry = record_archive_evaluation(ref, record_label, report, command, registry_path=registry)
+        click.echo(f"recorded as {record_label!r} in {entry.ref}'s registry entry and model card")
 
 
 _FORWARD = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}

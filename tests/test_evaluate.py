@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from models.candidates import Candidate
 from models.evaluate import CandidateClass, RankBy, evaluate_detector, image_keys, measure_with
-from models.registry import get_entry, load_detector, weights_path
+from models.registry import REGISTRY_PATH, get_entry, load_detector, weights_path
 from nightscan.cli import RANK_BY_CHOICES, main
 from nightscan.storage import open_storage
 from synth.archive import ArchiveOptions, GroundTruth, generate_archive, read_ground_truth
@@ -394,3 +394,28 @@ def test_train_forwards_its_arguments_to_the_training_scripts() -> None:
 def test_evaluate_needs_an_archive_or_generate(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["models", "evaluate", REF, "--out", str(tmp_path)])
     assert result.exit_code == 2 and "--generate" in result.output
+
+
+def test_cli_evaluation_recorded_in_the_registry_and_model_card(cli_run: tuple[object, Path], tmp_path: Path) -> None:
+    _, root = cli_run
+    registry = tmp_path / "registry.json"
+    registry.write_text(REGISTRY_PATH.read_text())
+    (tmp_path / "weights").symlink_to(weights_path(get_entry(REF)).parent)
+    result = CliRunner().invoke(
+        main,
+        [
+            *("models", "evaluate", REF, "--archive", (root / "archive").resolve().as_uri()),
+            *("--truth", str(root / "out" / "truth.json"), "--out", str(tmp_path / "out"), "--device", "cpu"),
+            *("--registry", str(registry), "--record", "held-out archive"),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    report = strict_json(tmp_path / "out" / "report.json")
+    recorded = get_entry(REF, registry).metrics["archive_evaluation"]["held-out archive"]
+    assert recorded["detection"]["ge_4mm"]["cpm"] == report["detection"]["ge_4mm"]["cpm"]
+    assert recorded["diameter"]["source"] == "measure"  # measured by default
+    assert "--record" not in recorded["command"] and recorded["command"].startswith("nightscan models evaluate")
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "### held-out archive" in card and "| CPM, nodules >= 4 mm |" in card
+    assert get_entry(REF).metrics.get("archive_evaluation", {}).get("held-out archive") is None  # shipped untouched

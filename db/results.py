@@ -1,19 +1,56 @@
 """Writes of analysis results: claim an analysis, write its findings once, record failures.
 
-Celery delivers at least once, so the database decides: an analysis is claimed with an attempts
-counter (a study that kills its worker stops after ``max_attempts``), and findings are written in
-one transaction guarded by ``status != done``, so a redelivered or concurrent run writes nothing.
+Celery delivers at least once, so the database decides. A worker holds the analysis lock while it runs
+an analysis (:func:`analysis_lock`), so two deliveries of one analysis never run at once; it claims the
+analysis with an attempts counter (a study that kills its worker stops after ``max_attempts``); and it
+writes the findings in one transaction guarded by ``status != done``, so a redelivered run writes nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Engine, case, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from db.models import Analysis, AnalysisStatus, ArchiveObject, Finding, Instance, ObjectStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_LOCK_CLASS = 0x6E53
+"""First key of the PostgreSQL advisory locks on analyses (the second is the analysis ID)."""
+
+
+@contextmanager
+def analysis_lock(engine: Engine, analysis_id: int) -> Iterator[bool]:
+    """Try to lock analysis ``analysis_id`` for as long as the block runs; yield whether this process got it.
+
+    On PostgreSQL a session advisory lock on a connection of its own: the server releases it when the
+    connection closes, so a worker that dies (SIGKILL, out of memory, a lost machine once TCP gives up)
+    never leaves the analysis locked. Other databases (the embedded SQLite, one machine) have no such
+    lock: this yields True, and the ``status != done`` guard of :func:`write_findings` alone prevents a
+    second write.
+    """
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")  # no transaction left open while the study runs
+        locked = bool(conn.scalar(select(func.pg_try_advisory_lock(ANALYSIS_LOCK_CLASS, analysis_id))))
+        try:
+            yield locked
+        finally:
+            if locked:
+                try:
+                    conn.scalar(select(func.pg_advisory_unlock(ANALYSIS_LOCK_CLASS, analysis_id)))
+                except DBAPIError:
+                    log.warning("analysis %d: could not unlock; dropping the connection releases it", analysis_id)
+                    conn.invalidate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +65,23 @@ class AnalysisJob:
 
 
 def claim_analysis(session: Session, analysis_id: int, max_attempts: int) -> AnalysisJob | None:
-    """Start an attempt; None when the analysis is already finished or has used up its attempts."""
+    """Start an attempt; None when the analysis is already finished or has used up its attempts.
+
+    Call it holding :func:`analysis_lock`: an analysis still ``running`` then had its last attempt end
+    without an outcome (its worker process died: a crash, out of memory, SIGKILL, a hard time limit
+    that could not be recorded), and that is recorded as its error. After ``max_attempts`` such
+    attempts the analysis is marked failed, so a study that kills its worker does not loop forever.
+    """
     analysis = session.get(Analysis, analysis_id, with_for_update=True)
     if analysis is None:
         raise LookupError(f"analysis {analysis_id} does not exist")
     if analysis.status in (AnalysisStatus.DONE, AnalysisStatus.FAILED):
         return None
+    if analysis.status == AnalysisStatus.RUNNING and analysis.attempts:
+        analysis.error = (
+            f"attempt {analysis.attempts} ended without an outcome: its worker process died "
+            "(a crash, out of memory or killed)"
+        )
     if analysis.attempts >= max_attempts:
         analysis.status = AnalysisStatus.FAILED
         analysis.error = f"gave up after {analysis.attempts} attempts; last error: {analysis.error}"
@@ -108,11 +156,35 @@ def write_findings(
     return True
 
 
-def record_failure(session: Session, analysis_id: int, error: str, *, final: bool) -> None:
-    """Record ``error``; ``final`` marks the analysis failed, otherwise it stays open for a retry."""
-    values: dict[str, object] = {"error": error[:4000]}
-    if final:
-        values.update(status=AnalysisStatus.FAILED, finished_at=utcnow())
+def record_failure(session: Session, analysis_id: int, error: str) -> None:
+    """Mark the analysis failed for good with ``error`` (unless it is done already)."""
     session.execute(
-        update(Analysis).where(Analysis.id == analysis_id, Analysis.status != AnalysisStatus.DONE).values(**values)
+        update(Analysis)
+        .where(Analysis.id == analysis_id, Analysis.status != AnalysisStatus.DONE)
+        .values(status=AnalysisStatus.FAILED, error=error[:4000], finished_at=utcnow())
+    )
+
+
+def release_for_retry(session: Session, analysis_id: int, error: str) -> None:
+    """After a transient error: back to ``queued`` (a retry is on its way) with ``error``, and the attempt given
+    back, since the worker survived it (the attempts counter counts attempts that may have killed a worker)."""
+    session.execute(
+        update(Analysis)
+        .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.RUNNING)
+        .values(
+            status=AnalysisStatus.QUEUED,
+            queued_at=utcnow(),
+            attempts=case((Analysis.attempts > 0, Analysis.attempts - 1), else_=0),
+            error=error[:4000],
+        )
+    )
+
+
+def return_to_planned(session: Session, analysis_id: int, error: str) -> None:
+    """After the last retry of a transient error: back to ``planned`` with ``error``, for the next scan or night
+    to send again (an outage is not the study's fault, so it does not fail it)."""
+    session.execute(
+        update(Analysis)
+        .where(Analysis.id == analysis_id, Analysis.status.in_((AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)))
+        .values(status=AnalysisStatus.PLANNED, error=error[:4000])
     )

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
         description="Seconds a Redis message may stay unacked before redelivery; above the task time limit.",
     )
     task_time_limit_s: int = Field(default=1800, description="Hard time limit of one study task, seconds.")
+    task_soft_time_limit_s: int | None = Field(
+        default=None,
+        description="Soft time limit of one study task, seconds: the study stops and is recorded failed. "
+        "None: 60 s before the hard limit.",
+    )
+    retry_backoff_s: list[float] = Field(
+        default_factory=lambda: [10.0, 60.0, 300.0, 600.0],
+        description="Seconds before each retry of a study after a transient error (storage or database "
+        "unavailable), one entry per retry; after the last, the study goes back to planned.",
+    )
     queue_ingest: str = Field(default="ingest", description="Queue for header indexing.")
     queue_gpu: str = Field(default="gpu", description="Queue for study analysis (model inference).")
     queue_cpu: str = Field(default="cpu", description="Queue for per-patient follow-up.")

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, make_sessionmaker
@@ -36,9 +37,14 @@ class WorkerContext:
         self._classifiers: dict[str, CandidateClassifier] = {}
 
     @cached_property
+    def engine(self) -> Engine:
+        """This process's own database engine."""
+        return make_engine(self.settings.resolved_database_url)
+
+    @cached_property
     def factory(self) -> sessionmaker[Session]:
         """Session factory on this process's own engine."""
-        return make_sessionmaker(make_engine(self.settings.resolved_database_url))
+        return make_sessionmaker(self.engine)
 
     @cached_property
     def device(self) -> str:

@@ -7,10 +7,11 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import OperationalError
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from db.engine import transaction
-from db.results import AnalysisJob, claim_analysis, record_failure, write_findings
+from db.results import AnalysisJob, analysis_lock, claim_analysis, record_failure, release_for_retry, write_findings
 from nightscan.storage import StorageError
 from workers.context import WorkerContext
 from workers.decode import DecodeError
@@ -26,37 +27,98 @@ log = logging.getLogger(__name__)
 
 
 class TransientError(RuntimeError):
-    """A failure worth retrying (storage or database unavailable)."""
+    """A failure worth retrying (storage or database unavailable); the study itself is not at fault."""
+
+
+class AnalysisBusyError(TransientError):
+    """Another worker holds the analysis lock: it is running this analysis now."""
 
 
 def run_analysis(analysis_id: int, ctx: WorkerContext) -> str:
     """Run analysis ``analysis_id``; return its outcome: done, duplicate, skipped or failed.
 
-    Bad input (an undecodable slice, an irregular series) fails the analysis with the reason and
-    is not retried; storage and database errors raise :class:`TransientError` for a retry.
+    Holds the analysis lock while it runs; another delivery of the same analysis meanwhile raises
+    :class:`AnalysisBusyError`. Bad input (an undecodable slice, an irregular series, a missing object) and
+    the soft time limit fail the analysis with the reason, for good. Storage or database unavailable
+    raises :class:`TransientError` for a retry, and the attempt does not count against ``max_attempts``.
+    Any other error fails the analysis as an internal error and propagates.
     """
-    with transaction(ctx.factory) as session:
-        job = claim_analysis(session, analysis_id, ctx.settings.max_attempts)
-    if job is None:
-        log.info("analysis %d: already finished or out of attempts, skipped", analysis_id)
-        return "skipped"
+    try:
+        with analysis_lock(ctx.engine, analysis_id) as locked:
+            if not locked:
+                raise AnalysisBusyError(f"analysis {analysis_id} is being run by another worker")
+            with transaction(ctx.factory) as session:
+                job = claim_analysis(session, analysis_id, ctx.settings.max_attempts)
+            if job is None:
+                log.info("analysis %d: already finished or out of attempts, skipped", analysis_id)
+                return "skipped"
+            return _attempt(job, ctx)
+    except DBAPIError as exc:
+        if not _database_unavailable(exc):
+            raise
+        log.warning("analysis %d: database unavailable (%s)", analysis_id, type(exc).__name__)
+        raise TransientError(f"database unavailable: {exc}") from exc
+
+
+def _attempt(job: AnalysisJob, ctx: WorkerContext) -> str:
+    """Run a claimed attempt and record how it ended, unless the study did."""
     try:
         return _run(job, ctx)
-    except (DecodeError, VolumeError) as exc:
-        log.warning("analysis %d failed (%s); the reason is recorded on it", analysis_id, type(exc).__name__)
-        with transaction(ctx.factory) as session:
-            record_failure(session, analysis_id, str(exc), final=True)
-        return "failed"
-    except (StorageError, OperationalError) as exc:
-        log.warning("analysis %d attempt %d: transient %s", analysis_id, job.attempt, type(exc).__name__)
-        with transaction(ctx.factory) as session:
-            record_failure(session, analysis_id, f"attempt {job.attempt}: {exc}", final=False)
-        raise TransientError(str(exc)) from exc
     except Exception as exc:
-        log.exception("analysis %d: unexpected error", analysis_id)
+        transient, reason = _judge(exc, ctx)
+        if transient:
+            log.warning("analysis %d attempt %d: %s; it will be retried", job.analysis_id, job.attempt, reason)
+            try:
+                with transaction(ctx.factory) as session:
+                    release_for_retry(session, job.analysis_id, f"attempt {job.attempt}: {reason}")
+            except DBAPIError as db_exc:
+                log.warning("analysis %d: could not record the transient error (%s)", job.analysis_id, db_exc)
+            raise TransientError(reason) from exc
+        if reason is None:
+            log.exception("analysis %d: unexpected error", job.analysis_id)
+            with transaction(ctx.factory) as session:
+                record_failure(session, job.analysis_id, f"internal error: {type(exc).__name__}: {exc}")
+            raise
+        log.warning("analysis %d failed: %s", job.analysis_id, reason)
         with transaction(ctx.factory) as session:
-            record_failure(session, analysis_id, f"internal error: {type(exc).__name__}: {exc}", final=True)
-        raise
+            record_failure(session, job.analysis_id, reason)
+        return "failed"
+
+
+def _judge(exc: Exception, ctx: WorkerContext) -> tuple[bool, str | None]:
+    """(transient, reason) of an error that ended an attempt; reason None for an unexpected (internal) error."""
+    if isinstance(exc, DecodeError | VolumeError):
+        return False, str(exc)
+    if isinstance(exc, StorageError):
+        if _object_missing(exc):
+            return False, f"an input object is missing from the archive: {exc}"
+        return True, f"storage unavailable: {exc}"
+    if isinstance(exc, DBAPIError) and _database_unavailable(exc):
+        return True, f"database unavailable: {exc}"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        from workers.app import time_limits
+
+        soft, hard = time_limits(ctx.settings)
+        return False, f"stopped at the soft time limit of {soft} s (hard limit {hard} s): the study takes too long"
+    return False, None
+
+
+def _database_unavailable(exc: DBAPIError) -> bool:
+    """True for errors of the connection (server down, restarting, unreachable), not of the statement."""
+    return isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+
+
+def _object_missing(exc: BaseException) -> bool:
+    """True when a storage error says the object does not exist (deleted since it was indexed)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileNotFoundError):
+            return True
+        response = getattr(seen, "response", None)  # botocore's ClientError
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _run(job: AnalysisJob, ctx: WorkerContext) -> str:

@@ -3,35 +3,81 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import TimeLimitExceeded
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nightscan.settings import Settings
-from workers.app import ANALYZE_STUDY, INDEX_OBJECTS, NIGHTLY_SCAN
+from workers.app import ANALYZE_STUDY, INDEX_OBJECTS, NIGHTLY_SCAN, time_limits
 
 log = logging.getLogger(__name__)
 
-RETRY_BACKOFF_S = (10, 60, 300)
 NIGHT_TIME_LIMIT_S = 24 * 3600
 
 
 def register(app: Celery, settings: Settings) -> None:
     """Register nightscan's tasks on ``app``."""
 
-    @app.task(name=ANALYZE_STUDY, bind=True, shared=False, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+    class AnalysisTask(Task):
+        """Records a study killed at the hard time limit as failed (called in the worker's main process)."""
+
+        def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+            if isinstance(exc, TimeLimitExceeded) and args and isinstance(args[0], int):
+                record_hard_time_limit(settings, args[0])
+
+    @app.task(
+        name=ANALYZE_STUDY,
+        base=AnalysisTask,
+        bind=True,
+        shared=False,
+        acks_late=True,
+        reject_on_worker_lost=True,  # a killed pool process: the message goes back, the attempts counter bounds it
+        acks_on_timeout=False,  # killed at the hard limit: back too; the next delivery finds it failed
+        max_retries=None,  # retries are bounded by settings.retry_backoff_s
+    )
     def analyze_study(self: Task, analysis_id: int) -> str:
-        """Analyse one study (by analysis ID) on the gpu queue; retries only transient errors."""
+        """Analyse one study (by analysis ID) on the gpu queue: done, duplicate, skipped, failed, busy or planned.
+
+        Transient errors are retried after each wait of ``retry_backoff_s``; after the last, the analysis goes
+        back to planned (or, when another worker runs it, is left to that worker).
+        """
         if not isinstance(analysis_id, int) or isinstance(analysis_id, bool):
             raise TypeError(f"analysis_id must be an int, got {analysis_id!r}")
         from workers.context import get_context
-        from workers.pipeline import TransientError, run_analysis
+        from workers.pipeline import AnalysisBusyError, TransientError, run_analysis
 
+        ctx = get_context(settings)
         try:
-            return run_analysis(analysis_id, get_context(settings))
+            return run_analysis(analysis_id, ctx)
         except TransientError as exc:
-            countdown = RETRY_BACKOFF_S[min(self.request.retries, len(RETRY_BACKOFF_S) - 1)]
-            raise self.retry(exc=exc, countdown=countdown) from exc
+            waits = settings.retry_backoff_s
+            retries = self.request.retries
+            if retries < len(waits):
+                log.info(
+                    "analysis %d: retry %d of %d in %s s (%s)",
+                    analysis_id,
+                    retries + 1,
+                    len(waits),
+                    waits[retries],
+                    exc,
+                )
+                raise self.retry(exc=exc, countdown=waits[retries]) from exc
+            if isinstance(exc, AnalysisBusyError):
+                log.info(
+                    "analysis %d: still run by another worker after %d retries; it is left to it", analysis_id, retries
+                )
+                return "busy"
+            from db.engine import transaction
+            from db.results import return_to_planned
+
+            log.warning(
+                "analysis %d: %s after %d retries; back to planned for the next scan", analysis_id, exc, retries
+            )
+            with transaction(ctx.factory) as session:
+                return_to_planned(session, analysis_id, f"{exc} (after {retries} retries; planned again)")
+            return "planned"
 
     @app.task(name=NIGHTLY_SCAN, shared=False, acks_late=False, time_limit=NIGHT_TIME_LIMIT_S, soft_time_limit=None)
     def nightly_scan() -> str:
@@ -82,3 +128,29 @@ def register(app: Celery, settings: Settings) -> None:
             counts = record_page(session, results, source, settings.pseudonym_key.get_secret_value())
             session.execute(update(ScanRun).where(ScanRun.id == run_id).values(batches_done=ScanRun.batches_done + 1))
         return dict(counts)
+
+
+def record_hard_time_limit(settings: Settings, analysis_id: int) -> None:
+    """Mark ``analysis_id`` failed: its pool process was killed at the hard time limit.
+
+    Runs in the worker's main process, which forks pool processes: its engine is made here and disposed
+    before returning, so no connection outlives the call into a later fork. If the database is down the
+    analysis stays running, and its redelivered message (see ``acks_on_timeout``) claims it again.
+    """
+    from db.engine import make_engine, make_sessionmaker, transaction
+    from db.results import record_failure
+
+    soft, hard = time_limits(settings)
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            record_failure(
+                session,
+                analysis_id,
+                f"killed at the hard time limit of {hard} s: it did not stop at the soft limit of {soft} s",
+            )
+        log.warning("analysis %d: killed at the hard time limit of %d s; recorded failed", analysis_id, hard)
+    except Exception:
+        log.exception("analysis %d: killed at the hard time limit; could not record it", analysis_id)
+    finally:
+        engine.dispose()

@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -173,6 +173,7 @@ class _StudyResult:
     measured_mm: dict[int, float]  # nodule index -> measured mean diameter of its best candidate
     seconds: dict[str, float]
     measure_failures: int = 0
+    measured_type: dict[int, str] = field(default_factory=dict)  # nodule index -> the measurement's type
 
     @property
     def scores(self) -> list[float]:
@@ -288,6 +289,9 @@ def evaluate_detector(
                             result.measure_failures += 1
                         else:
                             result.measured_mm[j] = float(measured.mean_diameter_mm)
+                            kind = getattr(measured, "nodule_type", None)
+                            if kind is not None:
+                                result.measured_type[j] = str(getattr(kind, "value", kind))
             t4 = time.perf_counter()
             result.seconds = {"load": t1 - t0, "detect": t2 - t1, "classify": t3 - t2, "measure": t4 - t3}
             result.seconds["total"] = t4 - t0
@@ -441,6 +445,7 @@ def _report(
             "by_size": metrics.diameter_error_by_size(true_mm, measured_mm, REPORT_SIZE_BINS_MM),
         },
         "classification": _classification(results, threshold, classifier_threshold),
+        "finding_type": _finding_type(results, threshold),
         "timing": {
             "seconds_per_study": float(np.mean(seconds["total"])),
             **{f"{key}_seconds_per_study": float(np.mean(v)) for key, v in seconds.items() if key != "total"},
@@ -545,6 +550,40 @@ def _classification(
             **metrics.multiclass_metrics(type_cm, kinds),
         }
     return out
+
+
+def _finding_type(results: list[_StudyResult], threshold: float) -> dict[str, Any] | None:
+    """Type accuracy of the detected nodules as the workers report it: the measurement's type, else the
+    classifier's (workers.findings); None when neither gave a type."""
+    true_kinds: list[str] = []
+    predicted: list[str] = []
+    sources = {"measurement": 0, "classifier": 0}
+    for r in results:
+        for j, (nodule, best) in enumerate(zip(r.study.nodules, r.match.best_candidate, strict=True)):
+            if best is None or r.candidates[best].score < threshold:
+                continue
+            verdict = r.classes.get(best)
+            if j in r.measured_type:
+                kind, source = r.measured_type[j], "measurement"
+            elif verdict is not None and verdict.nodule_type is not None:
+                kind, source = str(verdict.nodule_type), "classifier"
+            else:
+                continue
+            true_kinds.append(str(nodule.kind))
+            predicted.append(kind)
+            sources[source] += 1
+    if not true_kinds:
+        return None
+    kinds = list(NODULE_KINDS) + sorted(set(true_kinds + predicted) - set(NODULE_KINDS))
+    cm = metrics.confusion_matrix(true_kinds, predicted, kinds)
+    return {
+        "rule": "the measurement's type where the nodule was measured, else the classifier's (as workers report it)",
+        "n": len(true_kinds),
+        "sources": sources,
+        "labels": kinds,
+        "confusion_matrix": cm.tolist(),
+        "accuracy": metrics.accuracy(cm),
+    }
 
 
 def _plots(

@@ -25,6 +25,7 @@ TARGETS = (  # (label, where in archive_evaluation, goal, higher is better); the
     ("CPM, nodules >= 4 mm", ("detection", "ge_4mm", "cpm"), 0.85, True),
     ("sensitivity at 1 FP/scan, nodules >= 6 mm", ("detection", "ge_6mm", "sensitivity_at_1fp"), 0.95, True),
     ("mean-diameter MAE, nodules >= 6 mm (mm)", ("diameter", "mae_mm_ge_6mm"), 1.0, False),
+    ("nodule type accuracy of the findings (measured, else classified)", ("finding_type_accuracy",), 0.9, True),
     ("seconds per study on the CPU (load + detect)", ("timing", "load_detect_seconds_per_study"), 30.0, False),
 )
 
@@ -62,7 +63,8 @@ def _archive_section(evaluations: dict) -> str:
 {chr(10).join(rows)}
 
 At the registered threshold: {_num(_dig(ev, ("detection", "fp_per_scan_at_threshold")), 2)} false positives per
-scan; nodules found by size: {sizes or "n/a"}.""")
+scan; nodules found by size: {sizes or "n/a"}. The classifier's own type accuracy on the detected nodules:
+{_num(ev.get("type_accuracy"))}.""")
     return "\n\n".join(parts)
 
 
@@ -381,6 +383,7 @@ def archive_summary(report: dict[str, Any], command: str) -> dict[str, Any]:
         },
         "diameter": {k: report["diameter"][k] for k in ("source", "n_detected", "mae_mm_ge_4mm", "mae_mm_ge_6mm")},
         "type_accuracy": kind.get("accuracy"),
+        "finding_type_accuracy": (report.get("finding_type") or {}).get("accuracy"),
         "timing": {
             "seconds_per_study": timing["seconds_per_study"],
             "load_detect_seconds_per_study": timing["load_seconds_per_study"] + timing["detect_seconds_per_study"],

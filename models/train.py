@@ -1,8 +1,8 @@
 """Train the 2.5-D nodule detector on synthetic phantoms (in memory, no DICOM round trip).
 
-    python -m models.train --out models/weights --seed 0 --version 0.2.0
+    nightscan models train detector --out models/weights --seed 0 --version 0.3.0 [--device cuda]
 
-Training volumes are drawn at varied voxel sizes (0.7-1.5 mm in-plane, 1.25-3 mm slices) and brought to the
+Training volumes are drawn at varied voxel sizes (0.6-3 mm in-plane, 1.25-3 mm slices) and brought to the
 working grid exactly as at inference. Training images are crops of 2.5-D slices: half hold a nodule (each true
 nodule equally likely, so small nodules are not outnumbered by the many slices of large ones), half are
 random places in the body. Augmentation: flips, right-angle rotations, scaling, HU shift and contrast, noise.
@@ -21,6 +21,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,8 +82,8 @@ class TrainingVolume:
 
 
 def training_phantom(rng: np.random.Generator) -> Phantom:
-    """A phantom with 1 to 6 nodules at a random voxel size (0.7-1.5 mm in-plane, 1.25-3 mm slices)."""
-    pixel = float(rng.uniform(0.7, 1.5))
+    """A phantom with 1 to 6 nodules at a random voxel size (0.6-3 mm in-plane, log-uniform; 1.25-3 mm slices)."""
+    pixel = float(np.exp(rng.uniform(np.log(0.6), np.log(3.0))))
     spacing = (float(rng.uniform(1.25, 3.0)), pixel, pixel)
     extent_mm = (float(rng.uniform(90.0, 160.0)), float(rng.uniform(330.0, 380.0)))
     shape = (round(extent_mm[0] / spacing[0]), round(extent_mm[1] / pixel), round(extent_mm[1] / pixel))
@@ -93,6 +94,29 @@ def to_training_volume(phantom: Phantom) -> TrainingVolume:
     """`phantom` on the working grid, as at inference, with its nodules' grid coordinates."""
     volume, grid = PREPROCESSING.to_model_grid(phantom.hu, phantom.spacing_zyx_mm)
     return TrainingVolume(volume.half(), _grid_nodules(phantom, grid))
+
+
+def _training_volume(seed: int, index: int) -> tuple[np.ndarray, list[GridNodule]]:
+    """Training volume `index` of `seed` as numpy (what a worker process sends back)."""
+    torch.set_num_threads(1)
+    tv = to_training_volume(training_phantom(np.random.default_rng([seed, index])))
+    return tv.volume.numpy(), tv.nodules
+
+
+def training_volumes(seed: int, n: int, workers: int) -> list[TrainingVolume]:
+    """The `n` training volumes of `seed` (seeds [seed, i]), drawn in `workers` processes; the same for any count."""
+    out: list[TrainingVolume] = []
+    with progress_bar("training phantoms", total=n, unit="volumes") as advance:
+        if workers <= 1:
+            for i in range(n):
+                out.append(to_training_volume(training_phantom(np.random.default_rng([seed, i]))))
+                advance(1)
+            return out
+        with ProcessPoolExecutor(workers) as pool:
+            for volume, nodules in pool.map(_training_volume, [seed] * n, range(n)):
+                out.append(TrainingVolume(torch.from_numpy(volume), nodules))
+                advance(1)
+    return out
 
 
 def slice_boxes(
@@ -264,15 +288,17 @@ def train_detector(
     learning_rate: float = 2e-3,
     device: str = "cpu",
     name: str = "nodule-detector",
-    version: str = "0.2.0",
+    version: str = "0.3.0",
     registry_path: Path | None = None,
     num_threads: int | None = None,
+    data_workers: int = 1,
 ) -> dict[str, Any]:
     """Train, choose the score threshold on validation phantoms, measure on test phantoms, save and register.
 
-    Returns the registered metrics. Writes `{name}-{version}.pt` (state_dict) and
-    `{name}-{version}-curves.png` into `out_dir`, and the entry into the registry (`models/registry.json`
-    unless `registry_path`) and its model card. Deterministic for `seed` on one device and thread count.
+        Returns the registered metrics. Writes `{name}-{version}.pt` (state_dict) and
+        `{name}-{version}-curves.png` into `out_dir`, and the entry into the registry (`models/registry.json`
+        unless `registry_path`) and its model card. `data_workers` processes draw the training phantoms (the same
+    volumes for any count). Deterministic for `seed` on one device and thread count.
     """
     started = time.perf_counter()
     if num_threads:
@@ -283,11 +309,7 @@ def train_detector(
     out_dir.mkdir(parents=True, exist_ok=True)
     registry_path = registry_path or REGISTRY_PATH
 
-    volumes = []
-    with progress_bar("training phantoms", total=n_train_volumes, unit="volumes") as advance:
-        for v in range(n_train_volumes):
-            volumes.append(to_training_volume(training_phantom(np.random.default_rng([seed, v]))))
-            advance(1)
+    volumes = training_volumes(seed, n_train_volumes, data_workers)
     sampler = CropSampler(volumes, rng)
     logger.info("%d training volumes with %d nodules", len(volumes), len(sampler.nodules))
     val_phantoms = eval_phantoms(seed + _VAL_SEED_OFFSET, n_val_volumes)
@@ -346,7 +368,7 @@ def train_detector(
         "froc_ge_4mm": froc(test_scans),
         "froc_ge_6mm": froc(test_scans_6mm),
         "training_data": f"{n_train_volumes} `synth.phantom` volumes (seeds [{seed}, i]) with 1..6 nodules of 4..25 mm "
-        "in a random 90..160 mm of the lungs, voxel size varied (slices 1.25..3 mm, in-plane 0.7..1.5 mm) and "
+        "in a random 90..160 mm of the lungs, voxel size varied (slices 1.25..3 mm, in-plane 0.6..3 mm) and "
         f"resampled to the working grid; {CROP_PX} x {CROP_PX}-pixel crops of 2.5-D slices, half through a nodule "
         "(each nodule equally likely), half anywhere in the body. Augmentation: flips on all axes, right-angle "
         "rotations, scaling 0.85..1.2, HU shift and contrast jitter, extra noise",
@@ -358,6 +380,8 @@ def train_detector(
             "sensitivity_ge_6mm": val_sensitivity,
             "fp_per_scan": val_fp_per_scan,
         },
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu",
+        "torch": torch.__version__,
         "data_seconds": round(data_seconds, 1),
         "training_seconds": round(train_seconds, 1),
     }
@@ -412,7 +436,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--registry", type=Path, default=None)
-    parser.add_argument("--version", default="0.2.0")
+    parser.add_argument("--version", default="0.3.0")
+    parser.add_argument("--data-workers", type=int, default=1, help="processes drawing the training phantoms")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_detector(
@@ -429,6 +454,7 @@ def main(argv: list[str] | None = None) -> None:
         version=args.version,
         registry_path=args.registry,
         num_threads=args.threads,
+        data_workers=args.data_workers,
     )
 
 

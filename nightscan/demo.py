@@ -33,6 +33,8 @@ from synth.archive import GroundTruth, generate_archive
 log = logging.getLogger(__name__)
 
 DEMO_SEED = 7
+DEMO_SHAPE_ZYX = (100, 256, 256)  # voxels per study: 250 x 358 x 358 mm
+DEMO_SPACING_ZYX_MM = (2.5, 1.4, 1.4)  # a chest CT's slices and pixels (the detector's validated range)
 LARGE_MM = 8.0  # Lung-RADS 4A at baseline starts here
 
 
@@ -43,7 +45,9 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
     demo = Settings(data_dir=data_dir, archive_url="", database_url="", broker_url="", series_quiet_s=0)
     console = Console(width=max(Console().width, 120))
     archive = open_storage(demo.resolved_archive_url, demo)
-    truth = generate_archive(archive.put, n_patients=patients, seed=DEMO_SEED)
+    truth = generate_archive(
+        archive.put, n_patients=patients, seed=DEMO_SEED, shape_zyx=DEMO_SHAPE_ZYX, spacing_zyx_mm=DEMO_SPACING_ZYX_MM
+    )
     console.print(f"synthetic archive: {len(truth.studies)} studies in {demo.resolved_archive_url}")
     upgrade(demo.resolved_database_url)
     factory = session_factory(demo)
@@ -61,7 +65,8 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
     console.print(
         f"ground truth: found {score.found_large} of {score.large} nodules of {LARGE_MM:g} mm or more and "
         f"{score.found_small} of {score.small} smaller ones (a hit: centre within the nodule's radius); "
-        f"{score.other_findings} findings hit no nodule. The detector is provisional: see models/MODEL_CARD.md."
+        f"{score.other_findings} findings hit no nodule. The models and their measured performance: "
+        "models/MODEL_CARD.md."
     )
     console.print(f"worker log: {worker_log}")
     if not finished:

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
         default="",
         description="Where model weights live (file://, s3://). Empty: the weights shipped in models/weights.",
     )
-    detector: str = Field(default="nodule-detector@0.1.0", description="Detector model, name@version.")
+    detector: str = Field(default="nodule-detector@0.3.0", description="Detector model, name@version.")
     classifier: str | None = Field(
         default="nodule-classifier@0.1.0",
         description="Candidate classifier, name@version, run on the detector's candidates. Empty or 'none': off.",

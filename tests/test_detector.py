@@ -22,9 +22,10 @@ from models.registry import (
     load_detector,
     weights_path,
 )
+from nightscan.settings import Settings
 from synth.phantom import make_phantom
 
-REF = "nodule-detector@0.1.0"
+REF = "nodule-detector@0.3.0"  # the workers' default detector
 # Far from every seed train_detector uses (training [s, i], validation 1_000_000 + s, test 2_000_000 + s).
 FRESH_SEED = 10_000_000
 
@@ -36,10 +37,11 @@ def detector():
 
 def test_shipped_weights_match_the_registry() -> None:
     entry = get_entry(REF)
-    assert entry.provisional
+    assert not entry.provisional and get_entry("nodule-detector@0.1.0").provisional
+    assert Settings().detector == REF
     assert entry.ref in [e.ref for e in list_entries()]
     path = weights_path(entry)
-    assert path == REGISTRY_PATH.parent / "weights" / "nodule-detector-0.1.0.pt"
+    assert path == REGISTRY_PATH.parent / "weights" / "nodule-detector-0.3.0.pt"
     assert file_sha256(path) == entry.sha256
     assert path.stat().st_size < 5 * 1024 * 1024
     assert 0.0 < entry.score_threshold < 1.0
@@ -127,12 +129,13 @@ def test_hit_test_uses_the_nodule_radius() -> None:
 
 
 def test_detector_finds_nodules_on_fresh_phantoms(detector) -> None:
-    assert (detector.name, detector.version) == ("nodule-detector", "0.1.0")
+    assert (detector.name, detector.version) == ("nodule-detector", "0.3.0")
     assert detector.sha256 == get_entry(REF).sha256 and detector.preprocessing_version
     found, total, false_positives = 0, 0, 0
     n_scans = 6
     for i in range(n_scans):
-        phantom = make_phantom(np.random.default_rng([FRESH_SEED, i]), n_nodules=3)
+        rng = np.random.default_rng([FRESH_SEED, i])  # a chest CT's voxel size: 120 x 358 x 358 mm
+        phantom = make_phantom(rng, shape_zyx=(48, 256, 256), spacing_zyx_mm=(2.5, 1.4, 1.4), n_nodules=3)
         candidates = detector.detect(phantom.hu, phantom.spacing_zyx_mm)
         assert all(detector.score_threshold <= c.score <= 1.0 and c.diameter_mm > 0 for c in candidates)
         truth = [(n.center_zyx_vox, n.diameter_mm) for n in phantom.nodules]

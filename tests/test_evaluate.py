@@ -94,6 +94,10 @@ def test_cli_evaluation_report_and_plots(cli_run: tuple[object, Path]) -> None:
     mae = report["diameter"]["mae_mm_ge_4mm"]
     assert mae is None or 0.0 <= mae < 30.0
     assert report["classification"] is None
+    finding_type = report["finding_type"]  # measured by default: the type the workers report
+    assert finding_type is None or (
+        finding_type["n"] == finding_type["sources"]["measurement"] and 0.0 <= finding_type["accuracy"] <= 1.0
+    )
     assert 0 < report["timing"]["seconds_per_study"] < 120
     assert len(report["studies"]) == 2 and all(s["n_candidates"] >= 0 for s in report["studies"])
 

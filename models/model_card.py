@@ -138,7 +138,7 @@ Test set: {m.get("dataset", "n/a")}; {m.get("n_test_nodules_ge_4mm", "n/a")} nod
 | FROC CPM (mean sensitivity at 1/8..8 FP/scan), nodules >= 4 mm | {_pct_or_na(froc_4.get("cpm"))} |
 | FROC CPM, nodules >= 6 mm | {_pct_or_na(froc_6.get("cpm"))} |
 | detection time per test scan (CPU) | {m.get("detect_seconds_per_scan_cpu", "n/a")} s |
-| training time (CPU, 2 threads, including evaluation) | {m.get("training_seconds", "n/a")} s |
+| training time ({m.get("device", "CPU, 2 threads")}, including evaluation) | {m.get("training_seconds", "n/a")} s |
 
 | FP / scan | sensitivity >= 4 mm | sensitivity >= 6 mm |
 |---|---|---|
@@ -150,11 +150,12 @@ Training curves: `weights/{entry.name}-{entry.version}-curves.png` ({len(history
 
     {entry.training_command}
 
-Trained at {entry.trained_at}. Deterministic for a seed on the same CPU and library versions (torch
-{_torch_version()}); different hardware may give slightly different weights and hence a different sha256.
+Trained at {entry.trained_at} on {m.get("device", "the CPU")} (torch {m.get("torch", _torch_version())}).
+Deterministic for a seed on the same device and library versions; other hardware may give slightly different
+weights and hence a different sha256.
 
 ## Limitations
-
+{"".join(f"{chr(10)}- {note}" for note in m.get("notes", []))}
 - Synthetic anatomy is far simpler than real chest CT: no airways below the main bronchi, no heart motion,
   emphysema, reconstruction kernels or scanner artefacts; nodules differ from their surroundings by clean HU levels.
 - Numbers above say the pipeline works, not that the model would work on patients.

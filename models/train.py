@@ -292,13 +292,17 @@ def train_detector(
     registry_path: Path | None = None,
     num_threads: int | None = None,
     data_workers: int = 1,
+    checkpoint_dir: Path | None = None,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
     """Train, choose the score threshold on validation phantoms, measure on test phantoms, save and register.
 
-        Returns the registered metrics. Writes `{name}-{version}.pt` (state_dict) and
-        `{name}-{version}-curves.png` into `out_dir`, and the entry into the registry (`models/registry.json`
-        unless `registry_path`) and its model card. `data_workers` processes draw the training phantoms (the same
-    volumes for any count). Deterministic for `seed` on one device and thread count.
+            Returns the registered metrics. Writes `{name}-{version}.pt` (state_dict) and
+            `{name}-{version}-curves.png` into `out_dir`, and the entry into the registry (`models/registry.json`
+            unless `registry_path`) and its model card. `data_workers` processes draw the training phantoms (the same
+        volumes for any count). A checkpoint (weights, optimiser, schedule, random states, history) is saved after every
+    epoch in `checkpoint_dir` (default `out_dir/checkpoints`); `resume` continues from one of them, with the very
+    same result as an uninterrupted run. Deterministic for `seed` on one device and thread count.
     """
     started = time.perf_counter()
     if num_threads:
@@ -321,8 +325,27 @@ def train_detector(
         optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.15
     )
     history: list[dict[str, float]] = []
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
+    run = {"name": name, "version": version, "seed": seed, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
+    first_epoch = 1
+    if resume is not None:
+        state = torch.load(resume, map_location=device, weights_only=False)
+        if state["run"] != run:
+            raise ValueError(f"checkpoint {resume} belongs to run {state['run']}, not to {run}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if device.startswith("cuda") and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        history = state["history"]
+        first_epoch = state["epoch"] + 1
+        logger.info("resumed from %s after epoch %d", resume, state["epoch"])
+    val_scans_6mm: list[ScanScores] | None = None
     with progress_bar("training", total=epochs * steps_per_epoch, unit="steps") as advance:
-        for epoch in range(1, epochs + 1):
+        advance((first_epoch - 1) * steps_per_epoch)
+        for epoch in range(first_epoch, epochs + 1):
             losses = []
             for _ in range(steps_per_epoch):
                 n_pos = batch_size // 2
@@ -347,6 +370,23 @@ def train_detector(
                 record["val_cpm_ge_4mm"],
                 record["val_sens_at_1fp_ge_6mm"],
             )
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            torch.save(
+                {
+                    "run": run,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.startswith("cuda") else None,
+                    "history": history,
+                },
+                checkpoints / f"{name}-{version}-epoch{epoch:02d}.pt",
+            )
+    if val_scans_6mm is None:  # resumed after the last epoch
+        _, val_scans_6mm, _ = _evaluate(model, val_phantoms, device)
     train_seconds = time.perf_counter() - started - data_seconds
     # The threshold is chosen on the last epoch's validation scores.
 
@@ -438,6 +478,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--registry", type=Path, default=None)
     parser.add_argument("--version", default="0.3.0")
     parser.add_argument("--data-workers", type=int, default=1, help="processes drawing the training phantoms")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT/checkpoints")
+    parser.add_argument("--resume", type=Path, default=None, help="a checkpoint of this run to continue from")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_detector(
@@ -455,6 +497,8 @@ def main(argv: list[str] | None = None) -> None:
         registry_path=args.registry,
         num_threads=args.threads,
         data_workers=args.data_workers,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
     )
 
 

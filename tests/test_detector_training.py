@@ -78,3 +78,33 @@ def test_a_short_training_run_lowers_the_loss(sampler: CropSampler) -> None:
         train_step(model, optimizer, batch, "cpu")
     after = loss()
     assert after < 0.6 * before, f"loss {before:.3f} -> {after:.3f}"
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(tmp_path, monkeypatch) -> None:
+    """Two epochs in one go, and one epoch then a resume from its checkpoint: the same weights."""
+    from models import train
+
+    small = {**ARCHITECTURE, "kwargs": {**ARCHITECTURE["kwargs"], "width": 8}}
+    monkeypatch.setattr(train, "ARCHITECTURE", small)
+    monkeypatch.setattr(train, "EVAL_SHAPE_ZYX", (24, 96, 96))
+    monkeypatch.setattr(train, "EVAL_SPACING_ZYX_MM", (5.0, 3.5, 3.5))
+    monkeypatch.setattr(
+        train, "training_phantom", lambda rng: make_phantom(rng, shape_zyx=(24, 96, 96), spacing_zyx_mm=(2.5, 3.0, 3.0))
+    )
+    run = {"seed": 3, "n_train_volumes": 2, "n_val_volumes": 1, "n_test_volumes": 1, "epochs": 2}
+    run |= {"steps_per_epoch": 2, "batch_size": 2, "version": "0.0.1", "num_threads": 1}
+    threads = torch.get_num_threads()
+    try:
+        whole = tmp_path / "whole"
+        train.train_detector(whole, registry_path=tmp_path / "whole.json", **run)
+        checkpoint = whole / "checkpoints" / "nodule-detector-0.0.1-epoch01.pt"
+        assert checkpoint.exists() and (whole / "checkpoints" / "nodule-detector-0.0.1-epoch02.pt").exists()
+        resumed = tmp_path / "resumed"
+        train.train_detector(resumed, registry_path=tmp_path / "resumed.json", resume=checkpoint, **run)
+        with pytest.raises(ValueError, match="belongs to run"):
+            train.train_detector(tmp_path / "other", resume=checkpoint, **{**run, "seed": 4})
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(whole / "nodule-detector-0.0.1.pt", weights_only=True)
+    b = torch.load(resumed / "nodule-detector-0.0.1.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from models.registry import RegisteredModel
 from screening.types import NoduleType
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def study_score(classifications: Sequence[Classification]) -> float:
     return max((c.nodule_probability for c in classifications), default=0.0)
 
 
-class CandidateClassifier:
+class CandidateClassifier(RegisteredModel):
     """A loaded, registered classifier; `name`, `version`, `sha256`, `preprocessing_version` are provenance."""
 
     def __init__(self, model: nn.Module, entry: ModelEntry, *, device: str = "cpu") -> None:
@@ -196,22 +197,6 @@ class CandidateClassifier:
         self.threshold: float = entry.score_threshold
         self.types: tuple[NoduleType, ...] = tuple(NoduleType(c) for c in categories[1:])
         self.patch_size: int = int(entry.architecture.get("kwargs", {}).get("patch_size", 32))
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def version(self) -> str:
-        return self.entry.version
-
-    @property
-    def sha256(self) -> str:
-        return self.entry.sha256
-
-    @property
-    def preprocessing_version(self) -> str:
-        return self.preprocessing.version
 
     def patches(
         self, hu: np.ndarray, spacing_zyx_mm: tuple[float, float, float], centers_zyx_vox: Sequence[Sequence[float]]

@@ -12,6 +12,7 @@ from torch import nn
 
 from models.candidates import Candidate, SliceDetections, merge_slice_detections
 from models.preprocessing import Preprocessing
+from models.registry import RegisteredModel
 
 if TYPE_CHECKING:
     from models.registry import ModelEntry
@@ -41,7 +42,7 @@ def detect_slices(
     return results
 
 
-class NoduleDetector:
+class NoduleDetector(RegisteredModel):
     """A loaded, registered detector; `name`, `version`, `sha256`, `preprocessing_version` are provenance."""
 
     def __init__(self, model: nn.Module, entry: ModelEntry, *, device: str = "cpu") -> None:
@@ -50,22 +51,6 @@ class NoduleDetector:
         self.device = device
         self.preprocessing: Preprocessing = entry.preprocessing
         self.score_threshold: float = entry.score_threshold
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def version(self) -> str:
-        return self.entry.version
-
-    @property
-    def sha256(self) -> str:
-        return self.entry.sha256
-
-    @property
-    def preprocessing_version(self) -> str:
-        return self.preprocessing.version
 
     def detect(
         self,

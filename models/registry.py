@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shlex
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,18 +127,25 @@ def verify_weights(entry: ModelEntry, registry_path: Path | None = None) -> Path
     return path
 
 
-def load_detector(ref: str, device: str = "cpu", *, registry_path: Path | None = None) -> NoduleDetector:
-    """Load a registered detector onto `device` after verifying its weights' sha256. Nothing is cached."""
+def _load_network(
+    ref: str, registry_path: Path | None, build: Callable[[dict[str, Any]], Any]
+) -> tuple[Any, ModelEntry]:
+    """The network of `ref` built by `build` (from the entry's architecture) with its sha256-verified weights."""
     import torch
-
-    from models.detector import build_from_architecture
-    from models.inference import NoduleDetector
 
     entry = get_entry(ref, registry_path)
     path = verify_weights(entry, registry_path)
-    model = build_from_architecture(entry.architecture)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model = build(entry.architecture)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model, entry
+
+
+def load_detector(ref: str, device: str = "cpu", *, registry_path: Path | None = None) -> NoduleDetector:
+    """Load a registered detector onto `device` after verifying its weights' sha256. Nothing is cached."""
+    from models.detector import build_from_architecture
+    from models.inference import NoduleDetector
+
+    model, entry = _load_network(ref, registry_path, build_from_architecture)
     logger.info("loaded %s (sha256 %s) on %s", entry.ref, entry.sha256[:12], device)
     return NoduleDetector(model, entry, device=device)
 
@@ -209,14 +218,37 @@ def register_weights(
 
 def load_classifier(ref: str, device: str = "cpu", *, registry_path: Path | None = None) -> CandidateClassifier:
     """Load a registered candidate classifier onto `device` after verifying its weights' sha256. Nothing is cached."""
-    import torch
-
     from models.classifier import CandidateClassifier, build_from_architecture
 
-    entry = get_entry(ref, registry_path)
-    path = verify_weights(entry, registry_path)
-    model = build_from_architecture(entry.architecture)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model, entry = _load_network(ref, registry_path, build_from_architecture)
     logger.info("loaded %s (sha256 %s) on %s", entry.ref, entry.sha256[:12], device)
     return CandidateClassifier(model, entry, device=device)
+
+
+class RegisteredModel:
+    """A network loaded from a registry entry: `name`, `version`, `sha256`, `preprocessing_version` are its
+    provenance, recorded with every result it gives."""
+
+    entry: ModelEntry
+    preprocessing: Preprocessing
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def version(self) -> str:
+        return self.entry.version
+
+    @property
+    def sha256(self) -> str:
+        return self.entry.sha256
+
+    @property
+    def preprocessing_version(self) -> str:
+        return self.preprocessing.version
+
+
+def training_command(kind: str, argv: Sequence[str]) -> str:
+    """The command line that reproduces a training run: `nightscan models train KIND` with `argv`."""
+    return shlex.join(["nightscan", "models", "train", kind, *argv])

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import logging
 import os
-import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +36,7 @@ from models.inference import detect_slices, slice_stack
 from models.model_card import write_model_card
 from models.plots import training_curves_plot
 from models.preprocessing import GridMap, Preprocessing
-from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, register
+from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, register, training_command
 from nightscan.progress import progress_bar
 from synth.phantom import Phantom, make_phantom
 
@@ -294,6 +293,7 @@ def train_detector(
     data_workers: int = 1,
     checkpoint_dir: Path | None = None,
     resume: Path | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train, choose the score threshold on validation phantoms, measure on test phantoms, save and register.
 
@@ -451,9 +451,8 @@ def train_detector(
         metrics=metrics,
         provisional=False,
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        training_command="python -m models.train " + shlex.join(sys.argv[1:])
-        if sys.argv[0].endswith("train.py")
-        else f"models.train.train_detector(seed={seed}, n_train_volumes={n_train_volumes}, epochs={epochs}, "
+        training_command=command
+        or f"models.train.train_detector(seed={seed}, n_train_volumes={n_train_volumes}, epochs={epochs}, "
         f"steps_per_epoch={steps_per_epoch})",
     )
     register(entry, registry_path)
@@ -481,6 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT/checkpoints")
     parser.add_argument("--resume", type=Path, default=None, help="a checkpoint of this run to continue from")
     args = parser.parse_args(argv)
+    command = training_command("detector", sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train_detector(
         args.out,
@@ -499,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         data_workers=args.data_workers,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
+        command=command,
     )
 
 

@@ -27,7 +27,6 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from models.inference import NoduleDetector
 from models.model_card import write_model_card
 from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
-from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register
+from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register, training_command
 from screening.types import NoduleType
 from synth.phantom import Phantom, make_phantom
 
@@ -668,6 +667,7 @@ def train_classifier(
     num_threads: int | None = None,
     detector_ref: str = DETECTOR_REF,
     patch_cache: Path | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Build the candidate patches, train, choose the threshold on validation, measure on test, save and register.
 
@@ -804,9 +804,8 @@ def train_classifier(
         score_threshold=threshold,
         provisional=True,
         trained_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        training_command="python -m models.train_classifier " + shlex.join(sys.argv[1:])
-        if sys.argv[0].endswith("train_classifier.py")
-        else f"models.train_classifier.train_classifier(seed={seed}, n_train_volumes={n_train_volumes}, "
+        training_command=command
+        or f"models.train_classifier.train_classifier(seed={seed}, n_train_volumes={n_train_volumes}, "
         f"epochs={epochs}, steps_per_epoch={steps_per_epoch})",
     )
     classifier = CandidateClassifier(model, entry)
@@ -921,6 +920,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--patch-cache", type=Path, default=None, help="read/write training patches (.npz)")
     args = parser.parse_args(argv)
+    command = training_command("classifier", sys.argv[1:] if argv is None else argv)
     if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2:
         parser.error(
             f"need epochs >= 1, steps >= 1, batch >= 2; got {args.epochs}, {args.steps_per_epoch}, {args.batch_size}"
@@ -946,6 +946,7 @@ def main(argv: list[str] | None = None) -> None:
         num_threads=args.threads,
         detector_ref=args.detector,
         patch_cache=args.patch_cache,
+        command=command,
     )
 
 

@@ -108,3 +108,15 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(tmp_path, mon
     a = torch.load(whole / "nodule-detector-0.0.1.pt", weights_only=True)
     b = torch.load(resumed / "nodule-detector-0.0.1.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_volumes_are_the_same_for_any_number_of_processes(monkeypatch) -> None:
+    from models import train
+
+    monkeypatch.setattr(  # inherited by the forked worker processes
+        train, "training_phantom", lambda rng: make_phantom(rng, shape_zyx=(16, 64, 64), spacing_zyx_mm=(2.5, 3.0, 3.0))
+    )
+    serial = train.training_volumes(5, 3, workers=1)
+    parallel = train.training_volumes(5, 3, workers=2)
+    assert [v.nodules for v in serial] == [v.nodules for v in parallel]
+    assert all(torch.equal(a.volume, b.volume) for a, b in zip(serial, parallel, strict=True))

@@ -278,5 +278,90 @@ class Finding(Base):
     short_axis_mm: Mapped[float | None] = mapped_column(Float)
     volume_mm3: Mapped[float | None] = mapped_column(Float)
     solid_component_mm: Mapped[float | None] = mapped_column(Float)  # part-solid nodules: the core's mean diameter
+    # the lesion this finding was tracked to by the longitudinal step; None: not a nodule, or not yet tracked
+    lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id", ondelete="SET NULL"), index=True)
 
     analysis: Mapped[Analysis] = relationship(back_populates="findings")
+    lesion: Mapped[Lesion | None] = relationship(back_populates="findings")
+
+
+class Lesion(Base):
+    """One nodule of one patient tracked across studies by one detector version (``model``).
+
+    ``label`` numbers the patient's lesions 1, 2, ... per (patient, model) in order of first sighting
+    and stays the same when the longitudinal step runs again (shown ``L1``, ``L2``). Sizes in mm, VDT in
+    days; ``vdt_days`` is None with fewer than two observations or when the lesion did not grow.
+    """
+
+    __tablename__ = "lesions"
+    __table_args__ = (UniqueConstraint("patient_id", "model", "label"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    model: Mapped[str] = mapped_column(String(128))  # detector name@version whose findings it tracks
+    label: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # 'present' (in the latest study) or 'resolved'
+    nodule_type: Mapped[str | None] = mapped_column(String(16))  # latest: solid, part_solid, ground_glass
+    first_seen: Mapped[date | None] = mapped_column(Date)
+    last_seen: Mapped[date | None] = mapped_column(Date)
+    diameter_mm: Mapped[float | None] = mapped_column(Float)  # latest mean diameter
+    vdt_days: Mapped[float | None] = mapped_column(Float)  # between its last two observations
+    brock_probability: Mapped[float | None] = mapped_column(Float)  # latest, 0..1
+    n_observations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    findings: Mapped[list[Finding]] = relationship(back_populates="lesion")
+
+
+class Assessment(Base):
+    """The Lung-RADS assessment of one analysis (one study by one model version), from the longitudinal step.
+
+    ``lungrads`` is '1', '2', '3', '4A', '4B', '4X', or '0' when the exam is incomplete; ``brock_max`` the
+    highest Brock probability (0..1) of its nodules; ``vdt_min_days`` the shortest finite VDT (days) of a
+    nodule against the previous study; ``follow_up_due`` the study date plus the management interval;
+    ``assumptions`` what the rules assumed (Brock inputs that defaulted, the alignment used, ...).
+    """
+
+    __tablename__ = "assessments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id"), unique=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    model: Mapped[str] = mapped_column(String(128))
+    study_date: Mapped[date | None] = mapped_column(Date)
+    lungrads: Mapped[str] = mapped_column(String(4))
+    reason: Mapped[str] = mapped_column(Text)
+    brock_max: Mapped[float | None] = mapped_column(Float)
+    vdt_min_days: Mapped[float | None] = mapped_column(Float)
+    follow_up_due: Mapped[date | None] = mapped_column(Date)
+    assumptions: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    assessed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    analysis: Mapped[Analysis] = relationship()
+
+
+class PatientStatus(Base):
+    """The latest state of one patient under one model version: what the worklist reads.
+
+    ``vdt_min_days`` is the shortest finite VDT (days) among the lesions present; ``n_lesions`` counts them.
+    """
+
+    __tablename__ = "patient_status"
+    __table_args__ = (
+        UniqueConstraint("patient_id", "model"),
+        Index("ix_patient_status_model_lungrads", "model", "lungrads"),
+        Index("ix_patient_status_model_follow_up_due", "model", "follow_up_due"),
+        Index("ix_patient_status_model_vdt_min_days", "model", "vdt_min_days"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    model: Mapped[str] = mapped_column(String(128))
+    latest_analysis_id: Mapped[int] = mapped_column(ForeignKey("analyses.id"))
+    latest_study_date: Mapped[date | None] = mapped_column(Date)
+    lungrads: Mapped[str] = mapped_column(String(4))
+    brock_max: Mapped[float | None] = mapped_column(Float)
+    vdt_min_days: Mapped[float | None] = mapped_column(Float)
+    follow_up_due: Mapped[date | None] = mapped_column(Date)
+    n_lesions: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

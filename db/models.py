@@ -365,3 +365,36 @@ class PatientStatus(Base):
     follow_up_due: Mapped[date | None] = mapped_column(Date)
     n_lesions: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token of the read API, stored only as the sha256 of the token; its scopes; when revoked."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApiAudit(Base):
+    """One request to the read API: which token, which route (its template, never a PatientID), outcome.
+
+    ``rows`` is the number of records returned (None where the response carried none, as errors);
+    ``duration_ms`` the time the request took, milliseconds.
+    """
+
+    __tablename__ = "api_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id"), index=True)
+    token_name: Mapped[str | None] = mapped_column(String(128))
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(256))
+    status_code: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -148,6 +148,15 @@ class Settings(BaseSettings):
         """Folder of the embedded filesystem broker's messages."""
         return (self.data_dir / "broker").resolve()
 
+    # the read side (reports/): the HTTP API, and where DICOM SR and HTML reports are written
+    api_host: str = Field(default="127.0.0.1", description="Address `nightscan api` listens on.")
+    api_port: int = Field(default=8765, ge=1, le=65535, description="TCP port `nightscan api` listens on.")
+    reports_url: str = Field(
+        default="",
+        description="Where DICOM SR and HTML reports are written: s3://bucket/prefix or file:///path. "
+        "Empty: <data_dir>/reports.",
+    )
+
 
 def get_settings() -> Settings:
     """Build the settings from the environment (a new object each call: no import-time state)."""

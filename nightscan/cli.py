@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from nightscan.cli_reanalysis import diff, reanalyze
 from nightscan.logs import configure_logging
 from nightscan.settings import Settings, get_settings
 
@@ -727,6 +728,9 @@ def _print_evaluation(report: dict, out_dir: str) -> None:
     console.print(f"diameters: {diam['source']}")
     console.print(f"report: {os.path.join(out_dir, 'report.json')}; plots: {', '.join(report['plots'].values())}")
 
+
+main.add_command(reanalyze)
+main.add_command(diff)
 
 if __name__ == "__main__":
     main()

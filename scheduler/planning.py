@@ -2,7 +2,8 @@
 
 An analysis is planned for every study whose selected series is ready (unchanged for the quiet time)
 and that has no analysis by the current model. Planned analyses are committed first and sent
-afterwards, one task per study: patients with earlier findings first, then the newest studies. At
+afterwards, one task per study: studies never analysed before re-analyses by a new model version
+(``scheduler/reanalysis.py``), then patients with earlier findings, then the newest studies. At
 most ``max_outstanding`` analyses are queued or running at once, and nothing is sent after the end
 of the overnight window; what is left stays planned for the next run. A reconciler returns
 analyses stuck in queued or running past their lease to planned, so they are sent again.
@@ -30,7 +31,7 @@ from db.models import (
     Study,
     utcnow,
 )
-from scheduler.selection import Decision, SeriesFacts, rules_for, select_series
+from scheduler.selection import Decision, SelectionRules, SeriesFacts, rules_for, select_series
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +55,14 @@ def plan_analyses(session: Session, pipeline: str, model: str, *, quiet_s: float
     )
     report = PlanReport()
     for study in session.scalars(select(Study).where(~has_analysis.exists())):
-        decisions = select_series(_series_facts(session, study.id), rules)
-        _record_decisions(session, pipeline, decisions, now)
-        chosen = next((d for d in decisions if d.selected), None)
-        if chosen is None:
+        choice = choose_series(session, study.id, pipeline, rules, quiet_s=quiet_s, now=now)
+        if choice.decision is None:
             report.no_series += 1
             continue
-        last_change = _last_change(session, chosen.series_id)
-        if last_change is not None and (now - _aware(last_change)).total_seconds() < quiet_s:
+        if choice.waiting:
             report.waiting += 1  # still being uploaded, or just finished: plan it next time
             continue
+        chosen = choice.decision
         analysis = Analysis(
             study_id=study.id,
             series_id=chosen.series_id,
@@ -79,6 +78,28 @@ def plan_analyses(session: Session, pipeline: str, model: str, *, quiet_s: float
         )
         report.planned.append(analysis.id)
     return report
+
+
+@dataclass(frozen=True)
+class SeriesChoice:
+    """The series the rules chose for a study (None: no series qualifies), and whether it is still changing."""
+
+    decision: Decision | None
+    waiting: bool = False  # chosen, but an object of it changed within the quiet time
+
+
+def choose_series(
+    session: Session, study_id: int, pipeline: str, rules: SelectionRules, *, quiet_s: float, now: datetime
+) -> SeriesChoice:
+    """Apply ``rules`` to the study's series, record every decision, and check the chosen one's quiet time (s)."""
+    decisions = select_series(_series_facts(session, study_id), rules)
+    _record_decisions(session, pipeline, decisions, now)
+    chosen = next((d for d in decisions if d.selected), None)
+    if chosen is None:
+        return SeriesChoice(None)
+    last_change = _last_change(session, chosen.series_id)
+    waiting = last_change is not None and (now - _aware(last_change)).total_seconds() < quiet_s
+    return SeriesChoice(chosen, waiting)
 
 
 @dataclass
@@ -151,9 +172,22 @@ def reconcile(session: Session, *, lease_s: float, now: datetime) -> int:
 
 
 def _priority_order():  # type: ignore[no-untyped-def]
-    """Planned analyses: patients with findings on an earlier study first, then the newest studies."""
+    """Planned analyses: studies no model has analysed yet before re-analyses (studies with a finished
+    analysis by another model of the pipeline); then patients with findings on an earlier study; then
+    the newest studies."""
     earlier = aliased(Study)
     earlier_analysis = aliased(Analysis)
+    previous = aliased(Analysis)
+    is_reanalysis = (
+        select(previous.id)
+        .where(
+            previous.study_id == Analysis.study_id,
+            previous.pipeline == Analysis.pipeline,
+            previous.id != Analysis.id,
+            previous.status == AnalysisStatus.DONE,
+        )
+        .exists()
+    )
     has_earlier_findings = (
         select(Finding.id)
         .join(earlier_analysis, earlier_analysis.id == Finding.analysis_id)
@@ -165,7 +199,7 @@ def _priority_order():  # type: ignore[no-untyped-def]
         select(Analysis.id)
         .join(Study, Study.id == Analysis.study_id)
         .where(Analysis.status == AnalysisStatus.PLANNED)
-        .order_by(has_earlier_findings.desc(), Study.study_date.desc().nulls_last(), Analysis.id)
+        .order_by(is_reanalysis, has_earlier_findings.desc(), Study.study_date.desc().nulls_last(), Analysis.id)
     )
 
 

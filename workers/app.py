@@ -27,6 +27,7 @@ from scheduler.nightly import parse_clock
 ANALYZE_STUDY = "nightscan.analyze_study"
 NIGHTLY_SCAN = "nightscan.nightly_scan"
 INDEX_OBJECTS = "nightscan.index_objects"
+UPDATE_PATIENT = "nightscan.update_patient"
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def create_app(settings: Settings, *, devices: Sequence[str] = ()) -> Celery:
             ANALYZE_STUDY: {"queue": settings.queue_gpu, "routing_key": settings.queue_gpu},
             NIGHTLY_SCAN: {"queue": settings.queue_cpu, "routing_key": settings.queue_cpu},
             INDEX_OBJECTS: {"queue": settings.queue_ingest, "routing_key": settings.queue_ingest},
+            UPDATE_PATIENT: {"queue": settings.queue_cpu, "routing_key": settings.queue_cpu},
         },
         beat_schedule={
             "nightly-scan": {

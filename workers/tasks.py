@@ -8,9 +8,10 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import TimeLimitExceeded
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from nightscan.settings import Settings
-from workers.app import ANALYZE_STUDY, INDEX_OBJECTS, NIGHTLY_SCAN, time_limits
+from workers.app import ANALYZE_STUDY, INDEX_OBJECTS, NIGHTLY_SCAN, UPDATE_PATIENT, time_limits
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,9 @@ def register(app: Celery, settings: Settings) -> None:
         """Analyse one study (by analysis ID) on the gpu queue: done, duplicate, skipped, failed, busy or planned.
 
         Transient errors are retried after each wait of ``retry_backoff_s``; after the last, the analysis goes
-        back to planned (or, when another worker runs it, is left to that worker).
+        back to planned (or, when another worker runs it, is left to that worker). A study done (or found done
+        by a redelivery, whose first delivery may have died before sending it) sends the patient's longitudinal
+        step, ``update_patient``, to the cpu queue: after the findings' commit.
         """
         if not isinstance(analysis_id, int) or isinstance(analysis_id, bool):
             raise TypeError(f"analysis_id must be an int, got {analysis_id!r}")
@@ -50,7 +53,7 @@ def register(app: Celery, settings: Settings) -> None:
 
         ctx = get_context(settings)
         try:
-            return run_analysis(analysis_id, ctx)
+            outcome = run_analysis(analysis_id, ctx)
         except TransientError as exc:
             waits = settings.retry_backoff_s
             retries = self.request.retries
@@ -78,6 +81,33 @@ def register(app: Celery, settings: Settings) -> None:
             with transaction(ctx.factory) as session:
                 return_to_planned(session, analysis_id, f"{exc} (after {retries} retries; planned again)")
             return "planned"
+        if outcome in ("done", "duplicate"):
+            send_follow_up(self.app, ctx.factory, analysis_id, queue=settings.queue_cpu)
+        return outcome
+
+    @app.task(
+        name=UPDATE_PATIENT,
+        shared=False,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        autoretry_for=(OperationalError, IntegrityError),  # database away, or a concurrent writer on SQLite
+        retry_backoff=True,
+        max_retries=5,
+    )
+    def update_patient(patient_id: int, model: str) -> str:
+        """Run the longitudinal step for one patient and model (name@version) on the cpu queue; idempotent.
+
+        Returns the patient's latest Lung-RADS category ('' when the patient has no dated study).
+        """
+        if not isinstance(patient_id, int) or isinstance(patient_id, bool):
+            raise TypeError(f"patient_id must be an int, got {patient_id!r}")
+        if not isinstance(model, str) or "@" not in model:
+            raise ValueError(f"model must be name@version, got {model!r}")
+        from workers.context import get_context
+        from workers.followup import update_patient as follow_up
+
+        report = follow_up(get_context(settings).factory, patient_id, model)
+        return report.lungrads or ""
 
     @app.task(name=NIGHTLY_SCAN, shared=False, acks_late=False, time_limit=NIGHT_TIME_LIMIT_S, soft_time_limit=None)
     def nightly_scan() -> str:
@@ -128,6 +158,22 @@ def register(app: Celery, settings: Settings) -> None:
             counts = record_page(session, results, source, settings.pseudonym_key.get_secret_value())
             session.execute(update(ScanRun).where(ScanRun.id == run_id).values(batches_done=ScanRun.batches_done + 1))
         return dict(counts)
+
+
+def send_follow_up(app: Celery, factory: sessionmaker[Session], analysis_id: int, *, queue: str) -> None:
+    """Send ``update_patient`` for the patient and model of ``analysis_id`` to ``queue`` (the cpu queue).
+
+    The findings are committed already: a failure to send is logged, not raised (the analysis stays done,
+    and ``nightscan follow-up`` catches the patient up).
+    """
+    from db.longitudinal import patient_of_analysis
+
+    try:
+        with factory() as session:
+            patient_id, model = patient_of_analysis(session, analysis_id)
+        app.send_task(UPDATE_PATIENT, args=[patient_id, model], queue=queue)
+    except Exception:
+        log.exception("analysis %d: could not send the longitudinal step; run nightscan follow-up", analysis_id)
 
 
 def record_hard_time_limit(settings: Settings, analysis_id: int) -> None:

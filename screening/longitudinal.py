@@ -1,0 +1,414 @@
+"""One patient over time, as pure functions: which candidates are nodules, lesions tracked across studies,
+Lung-RADS per study, Brock per nodule, VDT per lesion, and the patient's summary.
+
+Sources: REFERENCE.md sections 1 to 3. Centres are world (patient) coordinates in mm (x, y, z; DICOM LPS,
+z towards the head); sizes in mm, volumes in mm3, intervals in days, probabilities 0 to 1.
+
+Tracking, study by study in date order (:func:`follow_patient`):
+
+- the first study's frame is the reference frame; every lesion keeps its last seen centre in that frame;
+- each later study is aligned with the lesions seen so far (:func:`screening.alignment.align_studies`,
+  starting from the difference of the scans' centres along the table), and its nodules are matched to them
+  (Hungarian assignment within the size-scaled gate, :func:`screening.matching.match_nodules`);
+- a matched nodule continues its lesion: a lesion missed in one study and seen again later keeps its
+  identity, and its prior is its last observation; an unmatched nodule starts a new lesion; a lesion not
+  seen in the latest study is ``resolved``;
+- lesions are numbered 0, 1, ... in order of first sighting (the caller shows them as L1, L2, ...).
+
+Lung-RADS per nodule: baseline at the first study, ``new`` for a new lesion at a follow-up, else follow-up
+against its last observation (growth, size bands, stepping down from its last category); the exam takes its
+most suspicious nodule (:func:`screening.lungrads.exam_category`).
+
+Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``: spiculation (not
+measured: 0, so no 4X), family history and emphysema (Brock: 0), a missing type (solid), a missing solid
+component of a part-solid nodule (its whole diameter), an unknown age (62 years, the model's centre) or sex
+(male), the lobe (upper lobe from the position along the scan, see :func:`is_upper_lobe`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from screening._checks import positive
+from screening.alignment import align_studies
+from screening.brock import AGE_CENTRE_YEARS, AGE_RANGE_YEARS, brock_probability
+from screening.growth import sphere_volume_mm3, volume_doubling_time_days
+from screening.lungrads import NoduleHistory, exam_category, nodule_category
+from screening.matching import LocatedNodule, Vector
+from screening.types import LungRads, Measurement, NoduleType, round_mm
+
+FOLLOW_UP_DAYS: dict[LungRads, int] = {
+    LungRads.CAT1: 365,
+    LungRads.CAT2: 365,
+    LungRads.CAT3: 182,
+    LungRads.CAT4A: 91,
+    LungRads.CAT4B: 0,
+    LungRads.CAT4X: 0,
+}
+"""Days from the study to the next step its category calls for: 12 months of annual screening (1, 2), an LDCT
+in 6 months (3) or 3 months (4A); 4B and 4X call for a diagnostic work-up now (due on the study date)."""
+
+UPPER_LOBE_FRACTION = 0.5
+"""A nodule in the upper part of the scan range above this fraction (0 = lowest slice, 1 = top) counts as upper
+lobe for Brock. The scan range is planned on the lungs, apex to bases, and the oblique fissures run from high
+at the back to low at the front: on average the upper lobes fill the upper half of the lungs."""
+
+
+@dataclass(frozen=True)
+class NoduleCriteria:
+    """Which detector findings count as nodules: classifier probability (0 to 1) and mean diameter (mm) at least
+    these. A finding with no probability (no classifier ran) passes on its diameter alone."""
+
+    min_probability: float = 0.5
+    min_diameter_mm: float = 4.0
+
+    def accepts(self, probability: float | None, diameter_mm: float) -> bool:
+        """True when a finding of this classifier ``probability`` and mean ``diameter_mm`` (mm) is a nodule."""
+        if probability is not None and probability < self.min_probability:
+            return False
+        return diameter_mm >= self.min_diameter_mm
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation:
+    """One nodule of one study as measured: ``key`` names it to the caller (a finding ID), ``centre_mm`` (x, y, z)
+    in world coordinates, its Lung-RADS ``measurement``, its measured volume (mm3, None: use the sphere of its
+    mean diameter) and the defaults its measurement needed (``assumed``)."""
+
+    key: int
+    centre_mm: Vector
+    measurement: Measurement
+    volume_mm3: float | None = None
+    assumed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyInput:
+    """One study of the patient: ``key`` names it to the caller (an analysis ID), its date, its nodules, the
+    patient's age (years) and sex then, and the scan range along the table (z, mm, low and high; None unknown)."""
+
+    key: int
+    study_date: dt.date
+    nodules: tuple[Observation, ...]
+    age_years: float | None = None
+    female: bool | None = None
+    scan_range_z_mm: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class NoduleResult:
+    """One nodule of one study: its lesion (index), Lung-RADS category and reason, Brock probability (None for
+    benign-pattern nodules), VDT in days against the lesion's previous observation (None: first observation, or
+    no finite VDT), and whether the lesion is new at this study."""
+
+    key: int
+    lesion: int
+    category: LungRads
+    reason: str
+    brock_probability: float | None
+    vdt_days: float | None
+    new: bool
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """One study assessed: category and reason, nodules, highest Brock, shortest VDT (days), next step due,
+    the translation (mm, reference frame to this study) and how it was found, and the assumptions made."""
+
+    key: int
+    study_date: dt.date
+    category: LungRads
+    reason: str
+    nodules: tuple[NoduleResult, ...]
+    brock_max: float | None
+    vdt_min_days: float | None
+    follow_up_due: dt.date
+    translation_mm: Vector
+    alignment: str
+    assumptions: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LesionResult:
+    """One lesion over the patient's studies: (study index, nodule key) of each observation, whether it is in the
+    latest study (``present``) or not (``resolved``), its latest type, size (mm) and Brock probability, and its VDT
+    (days) between its last two observations (None: seen once, or no finite VDT)."""
+
+    index: int
+    observations: tuple[tuple[int, int], ...]
+    status: str
+    nodule_type: NoduleType
+    first_seen: dt.date
+    last_seen: dt.date
+    diameter_mm: float
+    vdt_days: float | None
+    brock_probability: float | None
+
+
+@dataclass(frozen=True)
+class PatientResult:
+    """Every study assessed, every lesion, and the summary: the latest study's category, Brock maximum and next
+    step due; the shortest VDT (days) of a present lesion; the number of present lesions."""
+
+    studies: tuple[StudyResult, ...]
+    lesions: tuple[LesionResult, ...]
+
+    @property
+    def latest(self) -> StudyResult:
+        """The latest study (ValueError when there is none)."""
+        if not self.studies:
+            raise ValueError("no studies were assessed")
+        return self.studies[-1]
+
+    @property
+    def present(self) -> tuple[LesionResult, ...]:
+        """Lesions seen in the latest study."""
+        return tuple(lesion for lesion in self.lesions if lesion.status == PRESENT)
+
+    @property
+    def vdt_min_days(self) -> float | None:
+        """The shortest finite VDT (days) among present lesions; None when none has one."""
+        values = [lesion.vdt_days for lesion in self.present if lesion.vdt_days is not None]
+        return min(values) if values else None
+
+
+PRESENT = "present"
+RESOLVED = "resolved"
+
+
+def measurement_from_finding(
+    *,
+    nodule_type: str | None,
+    diameter_mm: float,
+    long_axis_mm: float | None = None,
+    short_axis_mm: float | None = None,
+    solid_component_mm: float | None = None,
+) -> tuple[Measurement, tuple[str, ...]]:
+    """A Lung-RADS measurement from a finding's columns (mm), and the defaults it needed.
+
+    A missing type is taken as solid; axes that do not give ``diameter_mm`` as their mean are dropped (the mean
+    diameter stands); a part-solid nodule without a solid component takes its whole diameter as solid; a solid
+    component is dropped for other types and capped at the mean diameter.
+    """
+    assumed: list[str] = []
+    mean = round_mm(positive(diameter_mm, "diameter_mm"))
+    kind = NoduleType(nodule_type) if nodule_type else None
+    if kind is None:
+        kind = NoduleType.SOLID
+        assumed.append("nodule_type unknown: solid")
+    solid: float | None = None
+    if kind is NoduleType.PART_SOLID:
+        if solid_component_mm is None or solid_component_mm <= 0:
+            solid = mean
+            assumed.append("solid component unknown: the whole diameter")
+        else:
+            solid = min(round_mm(solid_component_mm), mean)
+    if long_axis_mm is not None and short_axis_mm is not None and 0 < short_axis_mm <= long_axis_mm:
+        try:
+            measured = Measurement(
+                nodule_type=kind,
+                mean_diameter_mm=mean,
+                long_axis_mm=long_axis_mm,
+                short_axis_mm=short_axis_mm,
+                solid_component_mm=solid,
+            )
+            return measured, tuple(assumed)
+        except ValueError:
+            pass
+    return Measurement.from_mean_diameter(kind, mean, solid_component_mm=solid), tuple(assumed)
+
+
+def is_upper_lobe(z_mm: float, scan_range_z_mm: tuple[float, float]) -> bool:
+    """True when ``z_mm`` lies above :data:`UPPER_LOBE_FRACTION` of the scan range (z low, high; mm)."""
+    low, high = sorted(scan_range_z_mm)
+    if high <= low:
+        raise ValueError(f"scan_range_z_mm must span a length, got {scan_range_z_mm!r}")
+    return (z_mm - low) / (high - low) > UPPER_LOBE_FRACTION
+
+
+@dataclass
+class _Lesion:
+    """A lesion while tracking: its centre in the reference frame, its observations and its last state."""
+
+    index: int
+    centre_mm: Vector
+    observations: list[tuple[int, Observation]]
+    category: LungRads
+    brock: float | None = None
+    vdt_days: float | None = None
+
+    @property
+    def last(self) -> tuple[int, Observation]:
+        return self.observations[-1]
+
+
+def follow_patient(studies: Sequence[StudyInput]) -> PatientResult:
+    """Track the patient's nodules over ``studies`` and assess every study (see the module docstring).
+
+    Studies are taken in date order (then key order); two on the same day are taken as one day apart.
+    """
+    ordered = sorted(studies, key=lambda study: (study.study_date, study.key))
+    lesions: list[_Lesion] = []
+    results: list[StudyResult] = []
+    for index, study in enumerate(ordered):
+        results.append(_assess_study(index, study, ordered, lesions))
+    latest = len(ordered) - 1
+    return PatientResult(
+        studies=tuple(results), lesions=tuple(_lesion_result(lesion, ordered, latest) for lesion in lesions)
+    )
+
+
+def _assess_study(index: int, study: StudyInput, ordered: Sequence[StudyInput], lesions: list[_Lesion]) -> StudyResult:
+    assumptions: dict[str, object] = {}
+    nodules = study.nodules
+    first = ordered[0]
+    initial = (0.0, 0.0, 0.0)
+    if index and study.scan_range_z_mm is not None and first.scan_range_z_mm is not None:
+        initial = (0.0, 0.0, sum(study.scan_range_z_mm) / 2 - sum(first.scan_range_z_mm) / 2)
+    elif index:
+        assumptions["alignment_start"] = "scan range unknown: no shift along the table assumed"
+    known = [LocatedNodule(lesion.centre_mm, lesion.last[1].measurement.mean_diameter_mm) for lesion in lesions]
+    current = [LocatedNodule(nodule.centre_mm, nodule.measurement.mean_diameter_mm) for nodule in nodules]
+    alignment = align_studies(current, known, initial_mm=initial)
+    translation = alignment.translation_mm
+    matched = {pair.current_index: lesions[pair.prior_index] for pair in alignment.match.pairs}
+
+    histories: list[NoduleHistory] = []
+    priors: list[tuple[StudyInput, Observation, _Lesion] | None] = []
+    same_day = False
+    for n, nodule in enumerate(nodules):
+        lesion = matched.get(n)
+        if index == 0:
+            histories.append(NoduleHistory.at_baseline(nodule.measurement))
+            priors.append(None)
+        elif lesion is None:
+            histories.append(NoduleHistory.new_at_follow_up(nodule.measurement))
+            priors.append(None)
+        else:
+            prior_index, prior = lesion.last
+            interval = (study.study_date - ordered[prior_index].study_date).days
+            if interval <= 0:
+                interval, same_day = 1, True
+            histories.append(
+                NoduleHistory.at_follow_up(nodule.measurement, prior.measurement, float(interval), lesion.category)
+            )
+            priors.append((ordered[prior_index], prior, lesion))
+    if same_day:
+        assumptions["interval"] = "a prior study on the same day: taken as 1 day earlier"
+
+    age, female = study.age_years, study.female
+    if age is None or not AGE_RANGE_YEARS[0] <= age <= AGE_RANGE_YEARS[1]:
+        assumptions["age_years"] = f"unknown ({age!r}): {AGE_CENTRE_YEARS:g}"
+        age = AGE_CENTRE_YEARS
+    if female is None:
+        assumptions["sex"] = "unknown: male"
+        female = False
+    if nodules:
+        assumptions["spiculation"] = "not measured: 0 (no 4X)"
+        if study.scan_range_z_mm is None:
+            assumptions["upper_lobe"] = "scan range unknown: 0"
+        else:
+            assumptions["upper_lobe"] = f"from the position: above {UPPER_LOBE_FRACTION:g} of the scan range"
+    measured = sorted({text for nodule in nodules for text in nodule.assumed})
+    if measured:
+        assumptions["measurement"] = measured
+
+    results: list[NoduleResult] = []
+    defaulted: set[str] = set()
+    for n, (nodule, history) in enumerate(zip(nodules, histories, strict=True)):
+        assessment = nodule_category(history)
+        brock = None
+        if nodule.measurement.nodule_type is not NoduleType.CALCIFIED:
+            upper = (
+                is_upper_lobe(nodule.centre_mm[2], study.scan_range_z_mm)
+                if study.scan_range_z_mm is not None
+                else False
+            )
+            outcome = brock_probability(
+                age_years=age,
+                female=female,
+                diameter_mm=nodule.measurement.mean_diameter_mm,
+                nodule_type=nodule.measurement.nodule_type,
+                upper_lobe=upper,
+                nodule_count=len(nodules),
+                spiculation=False,
+            )
+            brock = outcome.probability
+            defaulted.update(outcome.defaulted)
+        vdt = None
+        prior = priors[n]
+        if prior is not None:
+            prior_study, prior_nodule, _ = prior
+            interval = max(1, (study.study_date - prior_study.study_date).days)
+            vdt = volume_doubling_time_days(_volume(prior_nodule), _volume(nodule), float(interval))
+        lesion = matched.get(n)
+        if lesion is None:
+            centre = tuple(c - t for c, t in zip(nodule.centre_mm, translation, strict=True))
+            lesion = _Lesion(len(lesions), (centre[0], centre[1], centre[2]), [], assessment.category)
+            lesions.append(lesion)
+        else:
+            lesion.centre_mm = (
+                nodule.centre_mm[0] - translation[0],
+                nodule.centre_mm[1] - translation[1],
+                nodule.centre_mm[2] - translation[2],
+            )
+        lesion.observations.append((index, nodule))
+        lesion.category, lesion.brock = assessment.category, brock
+        lesion.vdt_days = vdt if prior is not None else None
+        results.append(
+            NoduleResult(
+                key=nodule.key,
+                lesion=lesion.index,
+                category=assessment.category,
+                reason=assessment.reason,
+                brock_probability=brock,
+                vdt_days=vdt,
+                new=index > 0 and prior is None,
+            )
+        )
+    if defaulted:
+        assumptions["brock_defaulted"] = sorted(defaulted)
+    exam = exam_category(histories)
+    reason = exam.reason
+    if nodules and index:
+        reason += f" [aligned: {alignment.method}, {len(alignment.match.pairs)} of {len(nodules)} nodule(s) matched]"
+    brocks = [r.brock_probability for r in results if r.brock_probability is not None]
+    vdts = [r.vdt_days for r in results if r.vdt_days is not None]
+    return StudyResult(
+        key=study.key,
+        study_date=study.study_date,
+        category=exam.category,
+        reason=reason,
+        nodules=tuple(results),
+        brock_max=max(brocks) if brocks else None,
+        vdt_min_days=min(vdts) if vdts else None,
+        follow_up_due=study.study_date + dt.timedelta(days=FOLLOW_UP_DAYS[exam.category]),
+        translation_mm=translation,
+        alignment=alignment.method,
+        assumptions=assumptions,
+    )
+
+
+def _volume(nodule: Observation) -> float:
+    """The nodule's measured volume (mm3), else that of the sphere of its mean diameter."""
+    if nodule.volume_mm3 is not None and nodule.volume_mm3 > 0:
+        return nodule.volume_mm3
+    return sphere_volume_mm3(nodule.measurement.mean_diameter_mm)
+
+
+def _lesion_result(lesion: _Lesion, ordered: Sequence[StudyInput], latest: int) -> LesionResult:
+    first_index, _ = lesion.observations[0]
+    last_index, last = lesion.observations[-1]
+    return LesionResult(
+        index=lesion.index,
+        observations=tuple((study_index, nodule.key) for study_index, nodule in lesion.observations),
+        status=PRESENT if last_index == latest else RESOLVED,
+        nodule_type=last.measurement.nodule_type,
+        first_seen=ordered[first_index].study_date,
+        last_seen=ordered[last_index].study_date,
+        diameter_mm=last.measurement.mean_diameter_mm,
+        vdt_days=lesion.vdt_days,
+        brock_probability=lesion.brock,
+    )

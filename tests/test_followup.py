@@ -1,0 +1,390 @@
+"""The longitudinal step: alignment and tracking on hand-built cases, then the step on findings stored in
+PostgreSQL and SQLite (labels, new and resolved lesions, idempotent re-runs, models kept apart)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import make_engine, make_sessionmaker, transaction
+from db.models import (
+    Analysis,
+    AnalysisStatus,
+    ArchiveObject,
+    Assessment,
+    Finding,
+    Instance,
+    Lesion,
+    ObjectStatus,
+    Patient,
+    PatientStatus,
+    Series,
+    Study,
+)
+from screening import LocatedNodule, LungRads
+from screening.alignment import align_studies
+from screening.longitudinal import (
+    FOLLOW_UP_DAYS,
+    NoduleCriteria,
+    Observation,
+    StudyInput,
+    follow_patient,
+    is_upper_lobe,
+    measurement_from_finding,
+)
+from workers.followup import update_patient
+
+MODEL = "nodule-detector@0.3.0"
+OTHER_MODEL = "nodule-detector@0.2.0"
+SHIFT = (18.0, -9.0, 31.0)  # the patient lay this much differently at the follow-up (mm): beyond every gate
+
+
+def nodule(key: int, centre: Sequence[float], diameter_mm: float, kind: str = "solid") -> Observation:
+    measurement, assumed = measurement_from_finding(nodule_type=kind, diameter_mm=diameter_mm)
+    x, y, z = centre
+    return Observation(key=key, centre_mm=(x, y, z), measurement=measurement, assumed=assumed)
+
+
+def shifted(centre: Sequence[float], by: Sequence[float] = SHIFT) -> tuple[float, float, float]:
+    return (centre[0] + by[0], centre[1] + by[1], centre[2] + by[2])
+
+
+def study(key: int, date: dt.date, *nodules: Observation) -> StudyInput:
+    return StudyInput(key=key, study_date=date, nodules=nodules, age_years=64.0, female=True)
+
+
+DAY0, DAY1, DAY2 = dt.date(2021, 3, 1), dt.date(2021, 9, 1), dt.date(2022, 3, 1)
+A, B, C = (60.0, 20.0, 120.0), (-70.0, -10.0, 90.0), (-20.0, 40.0, 60.0)
+
+
+# --- pure: alignment and tracking -------------------------------------------------------------------------
+
+
+def test_alignment_finds_a_shift_beyond_the_gate_from_the_nodules_alone() -> None:
+    prior = [LocatedNodule(A, 6.0), LocatedNodule(B, 5.0), LocatedNodule(C, 4.0)]
+    current = [LocatedNodule(shifted(c), d) for c, d in ((C, 4.0), (A, 6.5), (B, 5.0))]
+    alignment = align_studies(current, prior)
+    assert alignment.translation_mm == pytest.approx(SHIFT, abs=1e-6)
+    assert [(p.current_index, p.prior_index) for p in alignment.match.pairs] == [(0, 2), (1, 0), (2, 1)]
+    assert alignment.method == "pairs" and alignment.residual_mm == pytest.approx(0.0, abs=1e-6)
+
+
+def test_alignment_without_nodules_keeps_the_initial_estimate() -> None:
+    alignment = align_studies([], [LocatedNodule(A, 6.0)], initial_mm=(0.0, 0.0, 12.0))
+    assert alignment.translation_mm == (0.0, 0.0, 12.0) and alignment.method == "none"
+    assert alignment.match.resolved == (0,)
+
+
+def test_a_shifted_patient_keeps_every_lesion() -> None:
+    result = follow_patient(
+        [
+            study(1, DAY0, nodule(10, A, 6.0), nodule(11, B, 5.0)),
+            study(2, DAY1, nodule(20, shifted(B), 5.0), nodule(21, shifted(A), 8.0)),
+        ]
+    )
+    assert [lesion.observations for lesion in result.lesions] == [((0, 10), (1, 21)), ((0, 11), (1, 20))]
+    baseline, follow_up = result.studies
+    assert baseline.category is LungRads.CAT3  # 6 mm solid at baseline
+    assert follow_up.category is LungRads.CAT4B  # 6 -> 8 mm in 184 days: growing, >= 8 mm
+    assert follow_up.translation_mm == pytest.approx(SHIFT)
+    # VDT of A from the sphere volumes: 184 days x ln 2 / ln((8/6)^3)
+    assert result.lesions[0].vdt_days == pytest.approx(184 * 0.693147 / (3 * 0.287682), rel=1e-4)
+    assert follow_up.follow_up_due == DAY1  # 4B: diagnostic work-up now
+
+
+def test_a_new_nodule_and_a_resolved_one() -> None:
+    result = follow_patient(
+        [
+            study(1, DAY0, nodule(10, A, 6.0), nodule(11, B, 5.0)),
+            study(2, DAY1, nodule(20, shifted(A), 6.0), nodule(21, shifted(C), 5.0)),
+        ]
+    )
+    a, b, c = result.lesions
+    assert (a.status, b.status, c.status) == ("present", "resolved", "present")
+    assert c.observations == ((1, 21),) and c.first_seen == DAY1
+    follow_up = result.studies[1]
+    new = next(n for n in follow_up.nodules if n.key == 21)
+    assert new.new and new.category is LungRads.CAT3  # new solid 5 mm: 4 to < 6 mm -> 3
+    assert follow_up.category is LungRads.CAT3
+    stable = next(n for n in follow_up.nodules if n.key == 20)
+    assert stable.category is LungRads.CAT2  # category 3 stable at its 6-month CT steps down to 2
+    assert result.vdt_min_days is None  # no lesion grew
+
+
+def test_two_nodules_close_together_keep_their_identities() -> None:
+    near = (A[0] + 9.0, A[1], A[2])  # 9 mm apart: each is within the other's gate
+    moved = (4.0, -3.0, 2.0)  # a small shift, so both pairings are possible and only the assignment decides
+    result = follow_patient(
+        [
+            study(1, DAY0, nodule(10, A, 5.0), nodule(11, near, 7.0)),
+            study(2, DAY1, nodule(20, shifted(near, moved), 7.0), nodule(21, shifted(A, moved), 5.0)),
+        ]
+    )
+    assert [lesion.observations for lesion in result.lesions] == [((0, 10), (1, 21)), ((0, 11), (1, 20))]
+
+
+MOVED = (-5.0, 4.0, -22.0)
+
+
+def test_a_lesion_missed_once_keeps_its_identity_and_its_last_observation_is_its_prior() -> None:
+    result = follow_patient(
+        [
+            study(1, DAY0, nodule(10, A, 6.0), nodule(11, B, 5.0)),
+            study(2, DAY1, nodule(20, shifted(B), 5.0)),  # A not found this time
+            study(
+                3,
+                DAY2,
+                nodule(30, shifted(A, (-5.0, 4.0, -22.0)), 6.0),
+                nodule(31, shifted(B, (-5.0, 4.0, -22.0)), 5.0),
+            ),
+        ]
+    )
+    assert [lesion.observations for lesion in result.lesions] == [((0, 10), (2, 30)), ((0, 11), (1, 20), (2, 31))]
+    assert [lesion.status for lesion in result.lesions] == ["present", "present"]
+    assert not any(n.new for n in result.studies[2].nodules)
+
+
+def test_study_inputs_and_defaults() -> None:
+    measurement, assumed = measurement_from_finding(nodule_type=None, diameter_mm=6.04)
+    assert measurement.mean_diameter_mm == 6.0 and assumed == ("nodule_type unknown: solid",)
+    part_solid, assumed = measurement_from_finding(
+        nodule_type="part-solid", diameter_mm=9.0, long_axis_mm=10.0, short_axis_mm=8.0, solid_component_mm=12.0
+    )
+    assert part_solid.solid_component_mm == 9.0 and part_solid.long_axis_mm == 10.0 and assumed == ()
+    assert is_upper_lobe(200.0, (0.0, 250.0)) and not is_upper_lobe(100.0, (250.0, 0.0))
+    assert FOLLOW_UP_DAYS[LungRads.CAT3] == 182 and FOLLOW_UP_DAYS[LungRads.CAT4A] == 91
+    criteria = NoduleCriteria(min_probability=0.5, min_diameter_mm=4.0)
+    assert criteria.accepts(0.9, 4.0) and not criteria.accepts(0.4, 10.0) and not criteria.accepts(None, 3.9)
+    result = follow_patient([StudyInput(key=1, study_date=DAY0, nodules=(nodule(1, A, 5.0),))])
+    assumptions = result.studies[0].assumptions
+    assert assumptions["sex"] == "unknown: male" and "62" in str(assumptions["age_years"])
+    assert assumptions["brock_defaulted"] == ["emphysema", "family_history"]
+
+
+# --- the step on stored findings ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spot:
+    """A finding to store: centre (mm), mean diameter (mm), classifier probability, volume (mm3)."""
+
+    centre: tuple[float, float, float]
+    diameter_mm: float
+    probability: float = 0.95
+    kind: str = "solid"
+
+
+class Archive:
+    """Builds patients, studies, series (with slice positions), done analyses and findings in a database."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+        self.count = 0
+
+    def patient(self, sex: str = "F") -> int:
+        with transaction(self.factory) as session:
+            patient = Patient(patient_key=f"{self._next():064d}", sex=sex)
+            session.add(patient)
+            session.flush()
+            return patient.id
+
+    def study(
+        self,
+        patient_id: int,
+        date: dt.date,
+        spots: Sequence[Spot],
+        *,
+        models: Sequence[str] = (MODEL,),
+        table_z_mm: float = 0.0,
+    ) -> dict[str, int]:
+        """A study with one series (slices 0..247.5 mm, moved by ``table_z_mm``) and a done analysis per model."""
+        n = self._next()
+        with transaction(self.factory) as session:
+            study = Study(study_instance_uid=f"1.2.{n}", patient_id=patient_id, study_date=date, patient_age_years=64.0)
+            session.add(study)
+            session.flush()
+            series = Series(series_instance_uid=f"1.3.{n}", study_id=study.id, modality="CT")
+            session.add(series)
+            session.flush()
+            for k in range(0, 100, 33):  # four slices span the scan range
+                obj = ArchiveObject(source="file:///x", key=f"{n}/{k}", etag="e", size=1, status=ObjectStatus.INDEXED)
+                session.add(obj)
+                session.flush()
+                position = [0.0, 0.0, table_z_mm + 2.5 * k]
+                session.add(
+                    Instance(
+                        sop_instance_uid=f"1.4.{n}.{k}",
+                        object_id=obj.id,
+                        series_id=series.id,
+                        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+                        image_position=position,
+                    )
+                )
+            ids = {}
+            for model in models:
+                analysis = Analysis(
+                    study_id=study.id, series_id=series.id, pipeline="lung-ct", model=model, status=AnalysisStatus.DONE
+                )
+                session.add(analysis)
+                session.flush()
+                for ordinal, spot in enumerate(spots):
+                    x, y, z = spot.centre
+                    session.add(
+                        Finding(
+                            analysis_id=analysis.id,
+                            ordinal=ordinal,
+                            label="nodule",
+                            score=0.9,
+                            center_x_mm=x,
+                            center_y_mm=y,
+                            center_z_mm=z,
+                            diameter_mm=spot.diameter_mm,
+                            extent_mm=[spot.diameter_mm] * 3,
+                            nodule_type=spot.kind,
+                            probability=spot.probability,
+                            volume_mm3=None,
+                        )
+                    )
+                ids[model] = analysis.id
+            return ids
+
+    def _next(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def snapshot(factory: sessionmaker[Session]) -> dict[str, list[tuple[object, ...]]]:
+    """Every row the step writes, with IDs and timestamps."""
+    with factory() as session:
+        links = [tuple(row) for row in session.execute(select(Finding.id, Finding.lesion_id).order_by(Finding.id))]
+        return {
+            "lesions": [
+                (r.id, r.patient_id, r.model, r.label, r.status, r.diameter_mm, r.vdt_days, r.updated_at)
+                for r in session.scalars(select(Lesion).order_by(Lesion.id))
+            ],
+            "links": links,
+            "assessments": [
+                (r.id, r.analysis_id, r.model, r.lungrads, r.reason, r.follow_up_due, r.assumptions, r.assessed_at)
+                for r in session.scalars(select(Assessment).order_by(Assessment.id))
+            ],
+            "status": [
+                (r.id, r.patient_id, r.model, r.lungrads, r.vdt_min_days, r.n_lesions, r.updated_at)
+                for r in session.scalars(select(PatientStatus).order_by(PatientStatus.id))
+            ],
+        }
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def factory(request: pytest.FixtureRequest) -> sessionmaker[Session]:
+    url = request.getfixturevalue("postgres_url" if request.param == "postgresql" else "sqlite_url")
+    engine = make_engine(url)
+    request.addfinalizer(engine.dispose)
+    return make_sessionmaker(engine)
+
+
+def labelled(factory: sessionmaker[Session], analysis_id: int) -> dict[int, int | None]:
+    """Finding ordinal -> lesion label for one analysis."""
+    with factory() as session:
+        rows = session.execute(
+            select(Finding.ordinal, Lesion.label)
+            .outerjoin(Lesion, Lesion.id == Finding.lesion_id)
+            .where(Finding.analysis_id == analysis_id)
+        ).all()
+    return {ordinal: label for ordinal, label in rows}
+
+
+def test_the_step_tracks_a_shifted_patient_and_writes_its_rows(factory: sessionmaker[Session]) -> None:
+    archive = Archive(factory)
+    patient = archive.patient()
+    first = archive.study(patient, DAY0, [Spot(A, 6.0), Spot(B, 5.0), Spot((0.0, -80.0, 40.0), 6.0, probability=0.1)])
+    second = archive.study(
+        patient, DAY1, [Spot(shifted(B), 5.0), Spot(shifted(C), 5.0), Spot(shifted(A), 8.0)], table_z_mm=SHIFT[2]
+    )
+
+    report = update_patient(factory, patient, MODEL)
+    assert (report.studies, report.nodules, report.lesions, report.present, report.lungrads) == (2, 5, 3, 3, "4B")
+    assert labelled(factory, first[MODEL]) == {0: 1, 1: 2, 2: None}  # the improbable finding is no lesion
+    assert labelled(factory, second[MODEL]) == {0: 2, 1: 3, 2: 1}
+    with factory() as session:
+        assessments = {a.analysis_id: a for a in session.scalars(select(Assessment))}
+        lesions = {lesion.label: lesion for lesion in session.scalars(select(Lesion))}
+        status = session.scalars(select(PatientStatus)).one()
+    assert assessments[first[MODEL]].lungrads == "3" and assessments[second[MODEL]].lungrads == "4B"
+    assert assessments[first[MODEL]].follow_up_due == DAY0 + dt.timedelta(days=182)
+    assumptions = assessments[second[MODEL]].assumptions
+    assert assumptions["alignment"]["translation_mm"] == pytest.approx(list(SHIFT), abs=0.01)
+    assert assumptions["nodules"]["kept"] == 3 and "family_history" in assumptions["brock_defaulted"]
+    assert lesions[1].vdt_days == pytest.approx(184 * 0.693147 / (3 * 0.287682), rel=1e-4)
+    assert (lesions[1].first_seen, lesions[1].last_seen, lesions[1].diameter_mm) == (DAY0, DAY1, 8.0)
+    assert lesions[3].first_seen == DAY1 and lesions[3].vdt_days is None
+    assert 0 < lesions[1].brock_probability < 1
+    assert (status.latest_analysis_id, status.lungrads, status.n_lesions) == (second[MODEL], "4B", 3)
+    assert status.vdt_min_days == pytest.approx(lesions[1].vdt_days)
+    assert status.follow_up_due == DAY1
+
+
+def test_running_the_step_again_changes_nothing(factory: sessionmaker[Session]) -> None:
+    archive = Archive(factory)
+    patient = archive.patient()
+    archive.study(patient, DAY0, [Spot(A, 6.0), Spot(B, 5.0)])
+    archive.study(patient, DAY1, [Spot(shifted(A), 7.0)], table_z_mm=SHIFT[2])
+    update_patient(factory, patient, MODEL)
+    before = snapshot(factory)
+    again = update_patient(factory, patient, MODEL)
+    assert (again.counts.inserted, again.counts.updated, again.counts.deleted) == (0, 0, 0)
+    assert snapshot(factory) == before
+
+
+def test_labels_stay_when_a_study_arrives_and_resolved_lesions_are_marked(factory: sessionmaker[Session]) -> None:
+    archive = Archive(factory)
+    patient = archive.patient()
+    archive.study(patient, DAY0, [Spot(A, 6.0), Spot(B, 5.0)])
+    archive.study(patient, DAY1, [Spot(shifted(B), 5.0), Spot(shifted(A), 6.0)], table_z_mm=SHIFT[2])
+    update_patient(factory, patient, MODEL)
+    with factory() as session:
+        ids_before = {lesion.label: lesion.id for lesion in session.scalars(select(Lesion))}
+
+    third = archive.study(patient, DAY2, [Spot(C, 6.0), Spot(A, 6.0)])  # B resolved, C new
+    report = update_patient(factory, patient, MODEL)
+    assert report.lungrads == "4A"  # a new solid nodule of 6 to < 8 mm
+    assert labelled(factory, third[MODEL]) == {0: 3, 1: 1}
+    with factory() as session:
+        lesions = {lesion.label: lesion for lesion in session.scalars(select(Lesion))}
+        status = session.scalars(select(PatientStatus)).one()
+    assert {label: lesion.id for label, lesion in lesions.items() if label in ids_before} == ids_before
+    assert {label: lesion.status for label, lesion in lesions.items()} == {1: "present", 2: "resolved", 3: "present"}
+    assert status.n_lesions == 2
+
+
+def test_each_model_keeps_its_own_rows(factory: sessionmaker[Session]) -> None:
+    archive = Archive(factory)
+    patient = archive.patient()
+    archive.study(patient, DAY0, [Spot(A, 9.0)], models=(MODEL, OTHER_MODEL))
+    archive.study(patient, DAY1, [Spot(shifted(A), 9.0)], models=(MODEL, OTHER_MODEL), table_z_mm=SHIFT[2])
+    update_patient(factory, patient, OTHER_MODEL)
+    other = snapshot(factory)
+    update_patient(factory, patient, MODEL)
+    update_patient(factory, patient, MODEL)
+    with factory() as session:
+        by_model = {
+            model: sorted(label for (label,) in session.execute(select(Lesion.label).where(Lesion.model == model)))
+            for model in (MODEL, OTHER_MODEL)
+        }
+        statuses = {row.model: row.lungrads for row in session.scalars(select(PatientStatus))}
+        assessed = sorted(row.model for row in session.scalars(select(Assessment)))
+    assert by_model == {MODEL: [1], OTHER_MODEL: [1]}
+    assert statuses == {MODEL: "3", OTHER_MODEL: "3"}  # 9 mm solid: 4A at baseline, stable at 184 days: 3
+    assert assessed == sorted([MODEL, MODEL, OTHER_MODEL, OTHER_MODEL])
+    now = snapshot(factory)
+    for table in ("lesions", "assessments", "status"):
+        assert [row for row in now[table] if OTHER_MODEL in row] == [row for row in other[table] if OTHER_MODEL in row]
+
+
+def test_an_unknown_patient_is_refused_with_its_id(factory: sessionmaker[Session]) -> None:
+    with pytest.raises(LookupError, match="patient 4242"):
+        update_patient(factory, 4242, MODEL)

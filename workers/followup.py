@@ -1,0 +1,204 @@
+"""The per-patient longitudinal step: one patient's studies for one model, tracked and assessed, written back.
+
+Runs after each analysis that ends done (task ``nightscan.update_patient`` on the cpu queue) and on demand
+(``nightscan follow-up``). In one transaction, holding the patient's lock: read the patient's done analyses for
+the model with their findings (:mod:`db.longitudinal`), keep the findings that are nodules
+(:data:`NODULE_CRITERIA`), track and assess them (:func:`screening.longitudinal.follow_patient`), and replace the
+patient's lesions, assessments and status for that model, changing only what differs. Running it again on the
+same findings changes nothing; other models' rows are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import transaction
+from db.longitudinal import (
+    AssessmentWrite,
+    LesionWrite,
+    PatientRows,
+    StatusWrite,
+    StudyRow,
+    WriteCounts,
+    load_patient,
+    lock_patient,
+    write_patient,
+)
+from screening.longitudinal import (
+    NoduleCriteria,
+    Observation,
+    PatientResult,
+    StudyInput,
+    follow_patient,
+    measurement_from_finding,
+)
+
+log = logging.getLogger(__name__)
+
+NODULE_CRITERIA = NoduleCriteria(min_probability=0.5, min_diameter_mm=4.0)
+"""Findings that count as nodules. Measured on the synthetic longitudinal archive (``nightscan follow-up evaluate``):
+see README's longitudinal section for the figures behind the two thresholds."""
+
+INCOMPLETE = "0"
+"""The Lung-RADS value stored for a study that cannot be assessed (here: it has no study date)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUpReport:
+    """What one run of the step did for one patient and model: studies, nodules kept, lesions (present and in
+    all), the latest category, and the rows written (all zero when nothing changed)."""
+
+    patient_id: int
+    model: str
+    studies: int
+    nodules: int
+    lesions: int
+    present: int
+    lungrads: str | None
+    counts: WriteCounts
+
+
+def update_patient(
+    factory: sessionmaker[Session], patient_id: int, model: str, *, criteria: NoduleCriteria = NODULE_CRITERIA
+) -> FollowUpReport:
+    """Run the longitudinal step for ``patient_id`` and ``model`` (name@version) in one transaction."""
+    with transaction(factory) as session:
+        lock_patient(session, patient_id)
+        rows = load_patient(session, patient_id, model)
+        dated = [study for study in rows.studies if study.study_date is not None]
+        inputs = [study_input(study, rows, criteria) for study in dated]
+        result = follow_patient(inputs)
+        lesions, assessments, status = _writes(result, rows, criteria)
+        counts = write_patient(
+            session,
+            patient_id=patient_id,
+            model=model,
+            analysis_ids=tuple(study.analysis_id for study in rows.studies),
+            lesions=lesions,
+            assessments=assessments,
+            status=status,
+        )
+    report = FollowUpReport(
+        patient_id=patient_id,
+        model=model,
+        studies=len(rows.studies),
+        nodules=sum(len(study.nodules) for study in inputs),
+        lesions=len(result.lesions),
+        present=len(result.present),
+        lungrads=status.lungrads if status is not None else None,
+        counts=counts,
+    )
+    log.info(
+        "patient %d, %s: %d studies, %d nodules, %d lesions (%d present), Lung-RADS %s; rows %s",
+        patient_id,
+        model,
+        report.studies,
+        report.nodules,
+        report.lesions,
+        report.present,
+        report.lungrads,
+        counts,
+    )
+    return report
+
+
+def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) -> StudyInput:
+    """The screening input of one dated study: its findings that ``criteria`` accept, measured."""
+    if study.study_date is None:
+        raise ValueError(f"analysis {study.analysis_id} has no study date")
+    nodules = []
+    for finding in study.findings:
+        if not criteria.accepts(finding.probability, finding.diameter_mm):
+            continue
+        measurement, assumed = measurement_from_finding(
+            nodule_type=finding.nodule_type,
+            diameter_mm=finding.diameter_mm,
+            long_axis_mm=finding.long_axis_mm,
+            short_axis_mm=finding.short_axis_mm,
+            solid_component_mm=finding.solid_component_mm,
+        )
+        nodules.append(
+            Observation(
+                key=finding.id,
+                centre_mm=finding.centre_mm,
+                measurement=measurement,
+                volume_mm3=finding.volume_mm3,
+                assumed=assumed,
+            )
+        )
+    sex = (rows.sex or "").upper()
+    return StudyInput(
+        key=study.analysis_id,
+        study_date=study.study_date,
+        nodules=tuple(nodules),
+        age_years=study.age_years,
+        female={"F": True, "M": False}.get(sex),
+        scan_range_z_mm=study.scan_range_z_mm,
+    )
+
+
+def _writes(
+    result: PatientResult, rows: PatientRows, criteria: NoduleCriteria
+) -> tuple[list[LesionWrite], list[AssessmentWrite], StatusWrite | None]:
+    """The rows to store for ``result``: lesions, an assessment per analysis (undated ones: incomplete), status."""
+    lesions = [
+        LesionWrite(
+            finding_ids=tuple(key for _, key in lesion.observations),
+            status=lesion.status,
+            nodule_type=lesion.nodule_type.value,
+            first_seen=lesion.first_seen,
+            last_seen=lesion.last_seen,
+            diameter_mm=lesion.diameter_mm,
+            vdt_days=lesion.vdt_days,
+            brock_probability=lesion.brock_probability,
+        )
+        for lesion in result.lesions
+    ]
+    candidates = {study.analysis_id: len(study.findings) for study in rows.studies}
+    rule = {"min_probability": criteria.min_probability, "min_diameter_mm": criteria.min_diameter_mm}
+    assessments = [
+        AssessmentWrite(
+            analysis_id=study.key,
+            study_date=study.study_date,
+            lungrads=study.category.value,
+            reason=study.reason,
+            brock_max=study.brock_max,
+            vdt_min_days=study.vdt_min_days,
+            follow_up_due=study.follow_up_due,
+            assumptions={
+                **study.assumptions,
+                "nodules": {"kept": len(study.nodules), "candidates": candidates[study.key], "criteria": rule},
+                "alignment": {"method": study.alignment, "translation_mm": [round(v, 2) for v in study.translation_mm]},
+            },
+        )
+        for study in result.studies
+    ]
+    assessments += [
+        AssessmentWrite(
+            analysis_id=study.analysis_id,
+            study_date=None,
+            lungrads=INCOMPLETE,
+            reason="incomplete: the study has no date, so it cannot be placed in the patient's timeline",
+            brock_max=None,
+            vdt_min_days=None,
+            follow_up_due=None,
+        )
+        for study in rows.studies
+        if study.study_date is None
+    ]
+    if not result.studies:
+        return lesions, assessments, None
+    latest = result.latest
+    status = StatusWrite(
+        latest_analysis_id=latest.key,
+        latest_study_date=latest.study_date,
+        lungrads=latest.category.value,
+        brock_max=latest.brock_max,
+        vdt_min_days=result.vdt_min_days,
+        follow_up_due=latest.follow_up_due,
+        n_lesions=len(result.present),
+    )
+    return lesions, assessments, status

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from nightscan.cli_api import api
 from nightscan.cli_reanalysis import diff, reanalyze
+from nightscan.cli_report import report
 from nightscan.logs import configure_logging
 from nightscan.settings import Settings, get_settings
 
@@ -731,6 +733,8 @@ def _print_evaluation(report: dict, out_dir: str) -> None:
 
 main.add_command(reanalyze)
 main.add_command(diff)
+main.add_command(api)
+main.add_command(report)
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,178 @@
+"""``nightscan report worklist|patient|study|run``: the reports as a terminal table, CSV or JSON.
+
+A patient is named by the real PatientID (hashed here with NIGHTSCAN_PSEUDONYM_KEY, as the indexer does;
+never logged) or, with ``--key``, by the keyed hash itself, as the worklist shows it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import ExitStack
+from datetime import date
+from typing import TYPE_CHECKING
+
+import click
+
+from nightscan.settings import Settings
+
+if TYPE_CHECKING:
+    from reports.exports import Report
+
+log = logging.getLogger("nightscan.report")
+
+FORMATS = ("table", "csv", "json")
+"""The values of reports.exports.ExportFormat (the CLI imports reports in commands only)."""
+LUNGRADS = ("1", "2", "3", "4A", "4B", "4X")
+
+
+def _output(func):  # type: ignore[no-untyped-def]
+    func = click.option(
+        "--out",
+        "out_path",
+        type=click.Path(dir_okay=False, writable=True),
+        default=None,
+        help="Write to this file instead of standard output.",
+    )(func)
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format."
+    )(func)
+
+
+def _emit(report: Report, fmt: str, out_path: str | None) -> None:
+    from rich.console import Console
+
+    from reports.exports import write_report
+
+    with ExitStack() as stack:
+        if out_path is None:
+            stream = sys.stdout
+            console = Console(width=None if stream.isatty() else 200) if fmt == "table" else None
+        else:
+            stream = stack.enter_context(open(out_path, "w", encoding="utf-8", newline=""))
+            console = Console(file=stream, width=200, force_terminal=False) if fmt == "table" else None
+        write_report(report, fmt, stream, console=console)
+    if out_path is not None:
+        log.info("report written to %s (%s)", out_path, fmt)
+
+
+@click.group("report")
+def report() -> None:
+    """Reports on the terminal (a table) or as CSV or JSON files."""
+
+
+@report.command("worklist")
+@click.option("--model", default=None, help="Model name@version (default: NIGHTSCAN_DETECTOR).")
+@click.option("--min-category", type=click.Choice(LUNGRADS), default="4A", show_default=True)
+@click.option("--vdt-days", type=click.FloatRange(min=0, min_open=True), default=400.0, show_default=True)
+@click.option("--as-of", type=click.DateTime(["%Y-%m-%d"]), default=None, help="Overdue before this date; today.")
+@_output
+@click.pass_obj
+def report_worklist(
+    settings: Settings,
+    model: str | None,
+    min_category: str,
+    vdt_days: float,
+    as_of: object,
+    fmt: str,
+    out_path: str | None,
+) -> None:
+    """Patients who need attention: latest category MIN-CATEGORY or more, VDT under VDT-DAYS, or overdue."""
+    from nightscan.runtime import session_factory
+    from reports.exports import worklist_report
+    from reports.records import Paging, worklist_page
+    from reports.schemas import MAX_LIMIT
+
+    model = model or settings.detector
+    today = as_of.date() if as_of is not None else date.today()  # type: ignore[attr-defined]
+    items = []
+    with session_factory(settings)() as session:
+        offset: int | None = 0
+        while offset is not None:
+            page = worklist_page(
+                session,
+                Paging(MAX_LIMIT, offset),
+                model=model,
+                today=today,
+                min_category=min_category,
+                vdt_days=vdt_days,
+            )
+            items.extend(page.items)
+            offset = page.next_offset
+    _emit(worklist_report(items, model=model, as_of=today), fmt, out_path)
+
+
+@report.command("patient")
+@click.argument("patient")
+@click.option("--key", "by_key", is_flag=True, help="PATIENT is the keyed hash (patient_key), not a PatientID.")
+@click.option("--model", default=None, help="Model name@version (default: the latest that analysed the patient).")
+@_output
+@click.pass_obj
+def report_patient(
+    settings: Settings, patient: str, by_key: bool, model: str | None, fmt: str, out_path: str | None
+) -> None:
+    """A patient's timeline: studies, Lung-RADS, lesions and their sizes over time."""
+    from nightscan.pseudonym import patient_key
+    from nightscan.runtime import session_factory
+    from reports.exports import patient_report
+    from reports.records import patient_by_key, patient_models, timeline
+
+    key = patient if by_key else patient_key(patient, settings.pseudonym_key.get_secret_value())
+    with session_factory(settings)() as session:
+        found = patient_by_key(session, key)
+        if found is None:
+            raise click.ClickException(f"no patient has this {'key' if by_key else 'PatientID'} (key {key[:12]})")
+        if model is None:
+            models = patient_models(session, found.id)
+            if not models:
+                raise click.ClickException(f"patient {key[:12]} has no finished analysis")
+            model = models[0]
+        result = timeline(session, found, model)
+    _emit(patient_report(result), fmt, out_path)
+
+
+@report.command("study")
+@click.argument("study_uid")
+@click.option("--model", default=None, help="Only this model's findings (name@version).")
+@_output
+@click.pass_obj
+def report_study(settings: Settings, study_uid: str, model: str | None, fmt: str, out_path: str | None) -> None:
+    """A study (StudyInstanceUID): series, analyses and findings."""
+    from nightscan.runtime import session_factory
+    from reports.exports import study_report
+    from reports.records import Paging, list_findings, study_detail
+    from reports.schemas import MAX_LIMIT
+
+    with session_factory(settings)() as session:
+        detail = study_detail(session, study_uid)
+        if detail is None:
+            raise click.ClickException(f"no study has StudyInstanceUID {study_uid!r}")
+        findings = []
+        offset: int | None = 0
+        while offset is not None:
+            page = list_findings(session, Paging(MAX_LIMIT, offset), study_uid=study_uid, model=model)
+            findings.extend(page.items)
+            offset = page.next_offset
+    _emit(study_report(detail, findings), fmt, out_path)
+
+
+@report.command("run")
+@click.argument("run_id", type=int, required=False)
+@click.option("--last", type=click.IntRange(1, 500), default=10, show_default=True, help="Without RUN_ID: how many.")
+@_output
+@click.pass_obj
+def report_run(settings: Settings, run_id: int | None, last: int, fmt: str, out_path: str | None) -> None:
+    """Scan run RUN_ID, or the last runs: when, status, counts."""
+    from nightscan.runtime import session_factory
+    from reports.exports import run_report
+    from reports.records import Paging, list_runs, run_detail
+
+    with session_factory(settings)() as session:
+        if run_id is None:
+            runs = list_runs(session, Paging(last, 0)).items
+        else:
+            run = run_detail(session, run_id)
+            if run is None:
+                raise click.ClickException(f"no scan run has id {run_id}")
+            runs = [run]
+    _emit(run_report(runs), fmt, out_path)

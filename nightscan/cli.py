@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from nightscan.cli_api import api
+from nightscan.cli_followup import follow_up
 from nightscan.cli_reanalysis import diff, reanalyze
 from nightscan.cli_report import report
 from nightscan.logs import configure_logging
@@ -735,6 +736,7 @@ main.add_command(reanalyze)
 main.add_command(diff)
 main.add_command(api)
 main.add_command(report)
+main.add_command(follow_up)
 
 if __name__ == "__main__":
     main()

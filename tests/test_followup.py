@@ -388,3 +388,31 @@ def test_each_model_keeps_its_own_rows(factory: sessionmaker[Session]) -> None:
 def test_an_unknown_patient_is_refused_with_its_id(factory: sessionmaker[Session]) -> None:
     with pytest.raises(LookupError, match="patient 4242"):
         update_patient(factory, 4242, MODEL)
+
+
+def test_cli_follows_one_patient_by_key_or_every_patient(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from nightscan.cli import main
+
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    archive = Archive(factory)
+    first, second = archive.patient(), archive.patient("M")
+    archive.study(first, DAY0, [Spot(A, 9.0)])
+    archive.study(second, DAY0, [Spot(B, 5.0)], models=(MODEL, OTHER_MODEL))
+    with factory() as session:
+        key = session.get(Patient, first).patient_key
+    engine.dispose()
+    monkeypatch.setenv("NIGHTSCAN_DATABASE_URL", sqlite_url)
+    runner = CliRunner()
+
+    one = runner.invoke(main, ["follow-up", "--patient-key", key])
+    assert one.exit_code == 0, one.output
+    assert "followed 1 patient-model pair(s); latest Lung-RADS 4A: 1" in one.output
+    every = runner.invoke(main, ["follow-up", "--all", "--model", MODEL])
+    assert "followed 2 patient-model pair(s); latest Lung-RADS 2: 1, 4A: 1" in every.output
+    assert "followed 3 patient-model pair(s)" in runner.invoke(main, ["follow-up", "--all"]).output
+    assert runner.invoke(main, ["follow-up"]).exit_code == 2  # neither --patient-key nor --all
+    unknown = runner.invoke(main, ["follow-up", "--patient-key", "NS9999"])
+    assert unknown.exit_code == 2 and "no patient has this key" in unknown.output

@@ -1,0 +1,557 @@
+"""Evaluation of the longitudinal step against a synthetic archive's ground truth.
+
+``nightscan follow-up evaluate``: write a synthetic longitudinal archive (patients x studies) to a folder,
+index it, run every analysis through the same function the gpu worker runs (:func:`workers.pipeline.run_analysis`,
+so the findings are the real detector's, classifier's and measurement's), run the longitudinal step for every
+patient, and score it against the truth:
+
+- **Lung-RADS**: the share of studies whose assessed category equals the true one;
+- **tracking**: of the true lesions seen (found by the detector, and kept as nodules) in two or more studies,
+  the share of consecutive observations linked to the same lesion and not shared with another true lesion;
+- **VDT**: for growing true lesions of 6 mm or more, the share whose measured VDT (between the last two
+  observations) lies within 25 % of the true one.
+
+Everything is cached in the working folder: the archive, its truth, and the SQLite database with the
+findings, so a second evaluation only re-runs the step and the scoring.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.engine import transaction
+from db.longitudinal import FindingRow, load_patient, patients_to_follow
+from db.migrate import upgrade
+from db.models import Analysis, AnalysisStatus, Assessment, Study
+from nightscan.runtime import session_factory
+from nightscan.settings import Settings
+from nightscan.storage import open_storage
+from screening.growth import sphere_volume_mm3, volume_doubling_time_days
+from screening.longitudinal import (
+    LesionResult,
+    NoduleCriteria,
+    NoduleResult,
+    Observation,
+    PatientResult,
+    StudyInput,
+    StudyResult,
+    follow_patient,
+)
+from screening.types import LungRads
+from synth.archive import GroundTruth, StudyTruth, generate_archive, read_ground_truth, write_ground_truth
+from workers.followup import NODULE_CRITERIA, study_input, update_patient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHAPE_ZYX = (100, 256, 256)
+"""Voxels per generated study: the demo's chest-CT geometry, the detector's validated range."""
+DEFAULT_SPACING_ZYX_MM = (2.5, 1.4, 1.4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluationArchive:
+    """Where an evaluation's archive, truth and database live, and how the archive was drawn."""
+
+    work_dir: Path
+    n_patients: int
+    seed: int
+    studies_per_patient: int = 3
+    shape_zyx: tuple[int, int, int] = DEFAULT_SHAPE_ZYX
+    spacing_zyx_mm: tuple[float, float, float] = DEFAULT_SPACING_ZYX_MM
+
+    @property
+    def archive_dir(self) -> Path:
+        """The folder holding the DICOM objects."""
+        return self.work_dir / "archive"
+
+    @property
+    def truth_path(self) -> Path:
+        """The ground truth JSON."""
+        return self.work_dir / "truth.json"
+
+    def settings(self, base: Settings) -> Settings:
+        """``base`` pointed at this evaluation's folder archive, SQLite database and embedded broker."""
+        return Settings(
+            **{
+                **base.model_dump(),
+                "data_dir": self.work_dir,
+                "archive_url": self.archive_dir.resolve().as_uri(),
+                "database_url": f"sqlite:///{(self.work_dir / 'eval.db').resolve()}",
+                "broker_url": "",
+                "series_quiet_s": 0,
+                "archive_include": [],
+                "archive_exclude": [],
+            }
+        )
+
+
+def prepare(spec: EvaluationArchive, base: Settings, *, synth_workers: int = 1) -> tuple[GroundTruth, Settings]:
+    """Write the archive (unless its truth is there already), index it and run every analysis not yet done.
+
+    Returns the truth and the settings of the evaluation's database. The detector takes about 5 s per study
+    of 100 x 256 x 256 voxels on 2 CPU cores.
+    """
+    settings = spec.settings(base)
+    spec.work_dir.mkdir(parents=True, exist_ok=True)
+    if spec.truth_path.exists():
+        truth = read_ground_truth(spec.truth_path)
+        log.info("reusing the archive in %s (%d studies)", spec.archive_dir, len(truth.studies))
+    else:
+        start = time.perf_counter()
+        storage = open_storage(settings.archive_url, settings)
+        truth = generate_archive(
+            storage.put,
+            n_patients=spec.n_patients,
+            seed=spec.seed,
+            studies_per_patient=spec.studies_per_patient,
+            shape_zyx=spec.shape_zyx,
+            spacing_zyx_mm=spec.spacing_zyx_mm,
+            workers=synth_workers,
+        )
+        write_ground_truth(truth, spec.truth_path)
+        log.info("wrote %d studies in %.0f s to %s", len(truth.studies), time.perf_counter() - start, spec.archive_dir)
+    analyse_all(settings)
+    return truth, settings
+
+
+def analyse_all(settings: Settings) -> dict[str, int]:
+    """Index the archive and run each analysis that is not done, in this process, as the gpu worker would.
+
+    Returns the count of each outcome (done, failed, skipped, ...).
+    """
+    from scheduler.scan import scan
+    from workers.context import WorkerContext
+    from workers.pipeline import run_analysis
+
+    upgrade(settings.resolved_database_url)
+    factory = session_factory(settings)
+    report = scan(settings.archive_url, settings, factory, None)
+    log.info("scan: %d objects listed, %d analyses planned", report.listed, report.planned)
+    with transaction(factory) as session:
+        pending = list(
+            session.scalars(
+                select(Analysis.id)
+                .where(Analysis.status.not_in((AnalysisStatus.DONE, AnalysisStatus.FAILED)))
+                .order_by(Analysis.id)
+            )
+        )
+    outcomes: dict[str, int] = {}
+    ctx = WorkerContext(settings)
+    start = time.perf_counter()
+    for n, analysis_id in enumerate(pending, 1):
+        outcome = run_analysis(analysis_id, ctx)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        log.info(
+            "analysis %d: %s (%d of %d, %.0f s)", analysis_id, outcome, n, len(pending), time.perf_counter() - start
+        )
+    return outcomes
+
+
+HIT_RADIUS_FLOOR_MM = 2.5
+"""A finding is a true nodule's when its centre lies within the nodule's radius (LUNA16), or this many mm for
+nodules smaller than 5 mm (their centre is only known to about a pixel)."""
+VDT_TOLERANCE = 0.25
+VDT_MIN_DIAMETER_MM = 6.0
+TARGETS = {"lungrads_accuracy": 0.90, "tracking_accuracy": 0.95, "vdt_within_25pct": 1.0}
+
+
+@dataclass
+class _Hit:
+    """A true nodule of one study and the finding that found it (None: missed)."""
+
+    track_id: str
+    study_index: int
+    diameter_mm: float
+    lung_rads: str
+    finding_id: int | None
+    kept: bool
+
+
+def score(
+    truth: GroundTruth, factory: sessionmaker[Session], model: str, criteria: NoduleCriteria
+) -> dict[str, object]:
+    """Score the longitudinal step with ``criteria`` against ``truth`` (pure: nothing is written).
+
+    See the module docstring for the three figures; the result also holds the causes of every Lung-RADS
+    disagreement, the detection counts behind them, and the per-study table.
+    """
+    with factory() as session:
+        studies = {
+            uid: (study_id, patient_id)
+            for uid, study_id, patient_id in session.execute(
+                select(Study.study_instance_uid, Study.id, Study.patient_id)
+            )
+        }
+        patients = sorted({patient_id for _, patient_id in studies.values()})
+        loaded = {patient_id: load_patient(session, patient_id, model) for patient_id in patients}
+    results: dict[int, PatientResult] = {}
+    inputs: dict[int, list[StudyInput]] = {}
+    for patient_id, rows in loaded.items():
+        inputs[patient_id] = [study_input(s, rows, criteria) for s in rows.studies if s.study_date is not None]
+        results[patient_id] = follow_patient(inputs[patient_id])
+    analysis_of_study = {row.study_id: (patient_id, row) for patient_id, rows in loaded.items() for row in rows.studies}
+    by_analysis = {study.key: study for result in results.values() for study in result.studies}
+    lesion_of_finding = {
+        (patient_id, key): lesion.index
+        for patient_id, result in results.items()
+        for lesion in result.lesions
+        for _, key in lesion.observations
+    }
+    lesion_vdt = {
+        (patient_id, lesion.index): lesion for patient_id, result in results.items() for lesion in result.lesions
+    }
+
+    first_study: dict[str, int] = {}
+    for truth_study in truth.studies:
+        for nodule in truth_study.nodules:
+            first_study.setdefault(nodule.nodule_id, truth_study.study_index)
+    per_study: list[dict[str, object]] = []
+    hits: list[_Hit] = []
+    track_patient: dict[str, int] = {}
+    causes: dict[str, int] = {}
+    for truth_study in truth.studies:
+        study_id, patient_id = studies[truth_study.study_uid]
+        _, row = analysis_of_study[study_id]
+        assessed = by_analysis[row.analysis_id]
+        kept = {nodule.key for nodule in next(s for s in inputs[patient_id] if s.key == row.analysis_id).nodules}
+        study_hits = _match_truth(truth_study, row.findings, kept)
+        for hit in study_hits:
+            track_patient[hit.track_id] = patient_id
+        hits.extend(study_hits)
+        ours, expected = assessed.category.value, truth_study.lung_rads
+        cause = "" if ours == expected else _cause(ours, expected, assessed, study_hits, first_study)
+        if cause:
+            causes[cause] = causes.get(cause, 0) + 1
+        per_study.append(
+            {
+                "patient": truth_study.patient_id,
+                "study_index": truth_study.study_index,
+                "truth": expected,
+                "assessed": ours,
+                "true_nodules": len(truth_study.nodules),
+                "found": sum(h.finding_id is not None for h in study_hits),
+                "kept_nodules": len(kept),
+                "cause": cause,
+            }
+        )
+
+    tracking = _score_tracking(hits, lesion_of_finding, track_patient)
+    vdt = _score_vdt(truth, hits, lesion_of_finding, lesion_vdt, track_patient, inputs)
+    agree = sum(s["truth"] == s["assessed"] for s in per_study)
+    detection = {
+        "true_nodules": len(hits),
+        "found": sum(h.finding_id is not None for h in hits),
+        "found_and_kept": sum(h.kept for h in hits),
+        "found_6mm_plus": sum(h.finding_id is not None for h in hits if h.diameter_mm >= 6.0),
+        "true_6mm_plus": sum(h.diameter_mm >= 6.0 for h in hits),
+        "kept_findings": sum(len(s.nodules) for studies_ in inputs.values() for s in studies_),
+        "kept_false_positives": sum(
+            len({n.key for n in s.nodules} - {h.finding_id for h in hits})
+            for studies_ in inputs.values()
+            for s in studies_
+        ),
+    }
+    return {
+        "criteria": {"min_probability": criteria.min_probability, "min_diameter_mm": criteria.min_diameter_mm},
+        "studies": len(per_study),
+        "lungrads_agree": agree,
+        "lungrads_accuracy": agree / len(per_study) if per_study else None,
+        "lungrads_within_one": sum(
+            abs(LungRads(s["truth"]).rank - LungRads(s["assessed"]).rank) <= 1 for s in per_study
+        )
+        / max(1, len(per_study)),
+        "lungrads_causes": dict(sorted(causes.items(), key=lambda item: -item[1])),
+        "confusion": _confusion(per_study),
+        "tracking": tracking,
+        "vdt": vdt,
+        "detection": detection,
+        "per_study": per_study,
+    }
+
+
+def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: set[int]) -> list[_Hit]:
+    """Each true nodule of the study with the finding nearest its centre within its hit radius (each finding once)."""
+    candidates = []
+    for i, nodule in enumerate(truth_study.nodules):
+        radius = max(nodule.diameter_mm / 2, HIT_RADIUS_FLOOR_MM)
+        for finding in findings:
+            distance = math.dist(nodule.center_xyz_mm, finding.centre_mm)
+            if distance <= radius:
+                candidates.append((distance, i, finding.id))
+    found: dict[int, int] = {}
+    used: set[int] = set()
+    for _, i, finding_id in sorted(candidates):
+        if i not in found and finding_id not in used:
+            found[i] = finding_id
+            used.add(finding_id)
+    return [
+        _Hit(
+            track_id=nodule.nodule_id,
+            study_index=truth_study.study_index,
+            diameter_mm=nodule.diameter_mm,
+            lung_rads=nodule.lung_rads,
+            finding_id=found.get(i),
+            kept=found.get(i) in kept,
+        )
+        for i, nodule in enumerate(truth_study.nodules)
+    ]
+
+
+def _cause(ours: str, expected: str, assessed: StudyResult, hits: list[_Hit], first_study: dict[str, int]) -> str:
+    """Why the assessed category differs from the true one, in a few words."""
+    if expected == LungRads.CAT4X.value:
+        return "truth 4X: spiculation is not measured"
+    hit_of = {h.finding_id: h for h in hits if h.finding_id is not None}
+    if LungRads(ours) > LungRads(expected):
+        worst = max(assessed.nodules, key=lambda n: n.category)
+        hit = hit_of.get(worst.key)
+        if hit is None:
+            return "higher: a false-positive finding kept as a nodule"
+        return _history_cause(worst, hit, first_study) or "higher: measured larger or other type (true nodule)"
+    driving = [h for h in hits if h.lung_rads == expected]
+    if driving and all(h.finding_id is None for h in driving):
+        return "lower: the nodule setting the category was missed by the detector"
+    if driving and all(not h.kept for h in driving):
+        return "lower: the nodule setting the category was found but not kept (criteria)"
+    for hit in (h for h in driving if h.kept):
+        result = next(n for n in assessed.nodules if n.key == hit.finding_id)
+        cause = _history_cause(result, hit, first_study)
+        if cause:
+            return cause
+    return "lower: measured smaller or other type (true nodule)"
+
+
+def _history_cause(result: NoduleResult, hit: _Hit, first_study: dict[str, int]) -> str:
+    """A tracking cause when the nodule's history (new or seen before) differs from the truth's, else ''."""
+    truly_new = hit.study_index > 0 and first_study[hit.track_id] == hit.study_index
+    seen_before = hit.study_index > first_study[hit.track_id]
+    if result.new and seen_before:
+        return "tracking: a known nodule taken as new (or its prior missed)"
+    if not result.new and truly_new:
+        return "tracking: a new nodule matched to an earlier one"
+    return ""
+
+
+def _score_tracking(
+    hits: list[_Hit], lesion_of_finding: dict[tuple[int, int], int], track_patient: dict[str, int]
+) -> dict[str, object]:
+    """Of the true lesions kept as nodules in two or more studies, those whose observations form one lesion
+    holding no other true lesion; and the share of consecutive observations linked."""
+    observations: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    present: dict[str, int] = defaultdict(int)
+    members: dict[tuple[int, int], set[str]] = defaultdict(set)
+    for hit in hits:
+        present[hit.track_id] += 1
+        if hit.kept and hit.finding_id is not None:
+            patient = track_patient[hit.track_id]
+            lesion = lesion_of_finding[(patient, hit.finding_id)]
+            observations[hit.track_id].append((hit.study_index, lesion))
+            members[(patient, lesion)].add(hit.track_id)
+    eligible = sorted(track for track, seen in observations.items() if len(seen) >= 2)
+    correct = [
+        track
+        for track in eligible
+        if len({lesion for _, lesion in observations[track]}) == 1
+        and members[(track_patient[track], observations[track][0][1])] == {track}
+    ]
+    links = linked = 0
+    for track in eligible:
+        seen = sorted(observations[track])
+        for (_, a), (_, b) in itertools.pairwise(seen):
+            links += 1
+            linked += a == b
+    return {
+        "true_lesions_in_2plus_studies": sum(n >= 2 for n in present.values()),
+        "kept_in_2plus_studies": len(eligible),
+        "assigned_right": len(correct),
+        "accuracy": len(correct) / len(eligible) if eligible else None,
+        "consecutive_links": links,
+        "consecutive_linked": linked,
+        "wrong": [track for track in eligible if track not in correct],
+    }
+
+
+def _score_vdt(
+    truth: GroundTruth,
+    hits: list[_Hit],
+    lesion_of_finding: dict[tuple[int, int], int],
+    lesions: dict[tuple[int, int], LesionResult],
+    track_patient: dict[str, int],
+    inputs: dict[int, list[StudyInput]],
+) -> dict[str, object]:
+    """Measured against true VDT for growing true lesions of 6 mm or more kept in two or more studies.
+
+    ``lesion``: the stored estimate (the lesion's last two observations, measured volumes); the others are
+    alternatives measured for the analysis: first to last observation, with measured volumes or with the sphere
+    of the mean diameter, and a least-squares fit of ln(volume) against time over every observation.
+    """
+    observed: dict[int, tuple[Observation, dt.date]] = {
+        nodule.key: (nodule, study.study_date)
+        for studies in inputs.values()
+        for study in studies
+        for nodule in study.nodules
+    }
+    largest: dict[str, float] = defaultdict(float)
+    for hit in hits:
+        largest[hit.track_id] = max(largest[hit.track_id], hit.diameter_mm)
+    kept: dict[str, list[int]] = defaultdict(list)
+    for hit in hits:
+        if hit.kept and hit.finding_id is not None:
+            kept[hit.track_id].append(hit.finding_id)
+    rows = []
+    for track in truth.tracks:
+        if track.vdt_days is None or largest[track.track_id] < VDT_MIN_DIAMETER_MM or len(kept[track.track_id]) < 2:
+            continue
+        patient = track_patient[track.track_id]
+        indexes = {lesion_of_finding[(patient, f)] for f in kept[track.track_id]}
+        series = sorted((observed[f][1], observed[f][0]) for f in kept[track.track_id])
+        (d0, first), (d1, last) = series[0], series[-1]
+        days = (d1 - d0).days
+        lesion = lesions[(patient, indexes.pop())] if len(indexes) == 1 else None
+        rows.append(
+            {
+                "track": track.track_id,
+                "true_vdt_days": track.vdt_days,
+                "largest_mm": largest[track.track_id],
+                "observations": len(series),
+                "lesion": lesion.vdt_days if lesion is not None else None,
+                "first_last_volume": _vdt(_volume(first), _volume(last), days),
+                "first_last_sphere": _vdt(
+                    sphere_volume_mm3(first.measurement.mean_diameter_mm),
+                    sphere_volume_mm3(last.measurement.mean_diameter_mm),
+                    days,
+                ),
+                "fit": _fitted_vdt([(d, _volume(o)) for d, o in series]),
+            }
+        )
+    estimators = ("lesion", "first_last_volume", "first_last_sphere", "fit")
+    within = {
+        name: sum(
+            row[name] is not None and abs(row[name] - row["true_vdt_days"]) <= VDT_TOLERANCE * row["true_vdt_days"]
+            for row in rows
+        )
+        for name in estimators
+    }
+    return {
+        "growing_6mm_plus_kept_twice": len(rows),
+        "growing_6mm_plus_in_truth": sum(
+            1
+            for t in truth.tracks
+            if t.vdt_days is not None and largest[t.track_id] >= VDT_MIN_DIAMETER_MM and len(t.study_uids) >= 2
+        ),
+        "within_25pct": within,
+        "accuracy": within["lesion"] / len(rows) if rows else None,
+        "rows": rows,
+    }
+
+
+def _volume(nodule: Observation) -> float:
+    if nodule.volume_mm3 is not None and nodule.volume_mm3 > 0:
+        return nodule.volume_mm3
+    return sphere_volume_mm3(nodule.measurement.mean_diameter_mm)
+
+
+def _vdt(v1: float, v2: float, days: int) -> float | None:
+    return volume_doubling_time_days(v1, v2, float(days)) if days > 0 else None
+
+
+def _fitted_vdt(points: list[tuple[dt.date, float]]) -> float | None:
+    """VDT (days) from the least-squares slope of ln(volume) against days; None when it does not grow."""
+    if len(points) < 2:
+        return None
+    t = np.array([(d - points[0][0]).days for d, _ in points], dtype=float)
+    v = np.log([volume for _, volume in points])
+    if np.ptp(t) == 0:
+        return None
+    slope = float(np.polyfit(t, v, 1)[0])
+    return math.log(2.0) / slope if slope > 0 else None
+
+
+def _confusion(per_study: list[dict[str, object]]) -> dict[str, dict[str, int]]:
+    """truth category -> assessed category -> studies."""
+    table: dict[str, dict[str, int]] = {}
+    for row in per_study:
+        cell = table.setdefault(str(row["truth"]), {})
+        cell[str(row["assessed"])] = cell.get(str(row["assessed"]), 0) + 1
+    return {k: dict(sorted(v.items())) for k, v in sorted(table.items())}
+
+
+SWEEP = tuple(
+    NoduleCriteria(min_probability=p, min_diameter_mm=d) for p in (0.0, 0.3, 0.5, 0.7, 0.9) for d in (0.0, 4.0, 5.0)
+)
+"""Nodule criteria scored besides the default, to show how the choice of findings moves the figures."""
+
+
+def evaluate(
+    spec: EvaluationArchive,
+    base: Settings,
+    *,
+    out_path: Path | None = None,
+    synth_workers: int = 1,
+    sweep: Sequence[NoduleCriteria] = SWEEP,
+) -> dict[str, object]:
+    """Prepare the archive (cached), run the step for every patient as the worker does, score it; write the JSON.
+
+    The default criteria (:data:`workers.followup.NODULE_CRITERIA`) are scored from the rows the step wrote, the
+    ``sweep`` from the pure computation with each criteria (nothing written): both paths must agree, and the
+    report says whether they did.
+    """
+    truth, settings = prepare(spec, base, synth_workers=synth_workers)
+    factory = session_factory(settings)
+    model = settings.detector
+    start = time.perf_counter()
+    with factory() as session:
+        pairs = patients_to_follow(session, model=model)
+    for patient_id, _ in pairs:
+        update_patient(factory, patient_id, model)
+    step_s = time.perf_counter() - start
+    main = score(truth, factory, model, NODULE_CRITERIA)
+    with factory() as session:
+        stored = dict(
+            (uid, lungrads)
+            for uid, lungrads in session.execute(
+                select(Study.study_instance_uid, Assessment.lungrads)
+                .join(Analysis, Analysis.study_id == Study.id)
+                .join(Assessment, Assessment.analysis_id == Analysis.id)
+                .where(Assessment.model == model)
+            )
+        )
+    by_uid = {s.study_uid: row for s, row in zip(truth.studies, main["per_study"], strict=True)}
+    disagreements = sum(stored.get(uid) != row["assessed"] for uid, row in by_uid.items())
+    report: dict[str, object] = {
+        "archive": {
+            "patients": spec.n_patients,
+            "studies": len(truth.studies),
+            "studies_per_patient": spec.studies_per_patient,
+            "seed": spec.seed,
+            "shape_zyx": list(spec.shape_zyx),
+            "spacing_zyx_mm": list(spec.spacing_zyx_mm),
+            "model": model,
+            "classifier": settings.classifier,
+        },
+        "targets": TARGETS,
+        "step": {"patients": len(pairs), "seconds": round(step_s, 2), "stored_vs_pure_disagreements": disagreements},
+        "result": main,
+        "sweep": [
+            {k: v for k, v in score(truth, factory, model, criteria).items() if k not in ("per_study",)}
+            for criteria in sweep
+        ],
+    }
+    if out_path is not None:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        log.info("evaluation written to %s", out_path)
+    return report

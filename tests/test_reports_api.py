@@ -403,3 +403,19 @@ def test_real_server_started_by_the_cli(postgres_url: str, tmp_path: Path) -> No
         routes = [tuple(r) for r in conn.execute(select(ApiAudit.route, ApiAudit.status_code).order_by(ApiAudit.id))]
     engine.dispose()
     assert routes[:3] == [("/worklist", 200), ("/worklist", 401), ("/patients/{patient_id}", 403)]
+
+
+def test_request_sessions_are_read_only_on_postgres(pg_api: Api) -> None:
+    from types import SimpleNamespace
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from reports.api import read_session
+
+    sessions = read_session(SimpleNamespace(app=pg_api.client.app))  # type: ignore[arg-type]
+    session = next(sessions)
+    with pytest.raises(DBAPIError, match="read-only transaction"):
+        session.execute(text("DELETE FROM findings"))
+    sessions.close()
+    assert pg_api.ok("/findings")["total"] == 11

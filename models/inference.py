@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,21 +60,28 @@ class NoduleDetector(RegisteredModel):
         *,
         batch_size: int = 16,
         score_threshold: float | None = None,
+        stages_s: dict[str, float] | None = None,
     ) -> list[Candidate]:
         """Nodule candidates in `hu` (float32 HU, axis order (z, y, x), voxel size `spacing_zyx_mm` in mm).
 
         Candidates have centres in `hu`'s voxel coordinates and scores >= the registry's threshold (or
-        `score_threshold` when given), best first.
+        `score_threshold` when given), best first. ``stages_s``, when given, receives the seconds spent in
+        ``preprocess`` (to the model's grid) and in ``network`` (the slices through the network, merged).
         """
         if hu.ndim != 3:
             raise ValueError(f"hu must be 3-D (z, y, x), got shape {hu.shape}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        start = time.perf_counter()
         volume, grid = self.preprocessing.to_model_grid(hu, spacing_zyx_mm)
+        preprocessed = time.perf_counter()
         detections = detect_slices(self.model, volume, device=self.device, batch_size=batch_size)
         candidates = merge_slice_detections(
             detections, grid_spacing_zyx_mm=self.preprocessing.spacing_zyx_mm, grid=grid
         )
+        if stages_s is not None:
+            stages_s["preprocess"] = preprocessed - start
+            stages_s["network"] = time.perf_counter() - preprocessed
         threshold = self.score_threshold if score_threshold is None else score_threshold
         kept = [c for c in candidates if c.score >= threshold]
         logger.debug(

@@ -124,7 +124,8 @@ def scan(
     type=click.IntRange(min=1),
     default=None,
     help="Pool processes. Default by queue: gpu -> one per GPU (CUDA_VISIBLE_DEVICES, else the GPUs the NVIDIA "
-    "driver lists; 1 without a GPU); ingest and cpu -> one per CPU core.",
+    "driver lists; 1 without a GPU), times 1 + NIGHTSCAN_PREFETCH_STUDIES (they take turns on the device while "
+    "the others fetch and decode; default 1 with GPUs, 0 without); ingest and cpu -> one per CPU core.",
 )
 @click.option(
     "--pool",
@@ -135,7 +136,7 @@ def scan(
 )
 @click.pass_obj
 def worker(settings: Settings, queues: str, concurrency: int | None, pool: str) -> None:
-    """Start a Celery worker: gpu -> one process per GPU; ingest and cpu -> one per core."""
+    """Start a Celery worker: gpu -> (1 + prefetch) processes per GPU; ingest and cpu -> one per core."""
     from workers.app import create_app, visible_devices, worker_plan
 
     names = [q.strip() for q in queues.split(",") if q.strip()]

@@ -7,6 +7,8 @@ This is the only module that reads the environment. Defaults are the embedded, n
 
 from __future__ import annotations
 
+import json
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -108,6 +110,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Decoder processes per worker (codecs hold the GIL). 0: one per CPU core; 1: decode in threads.",
     )
+    prefetch_studies: int | None = Field(
+        default=None,
+        ge=0,
+        description="Studies fetched and decoded ahead per device while another runs the models: a gpu-queue "
+        "worker runs 1 + this many processes per GPU, taking turns on the device. 0: no overlap. Default: 1 with "
+        "GPUs, 0 on the CPU alone (there fetching and decoding compete with the models for the same cores).",
+    )
+    batch_slices: int = Field(
+        default=0,
+        ge=0,
+        description="Slices per detector batch. 0: 64 on a GPU, 16 on the CPU.",
+    )
     irregular_series: Literal["resample", "reject"] = Field(
         default="resample",
         description="Series with a gap (up to 2 missing slices) or gantry tilt: resample to a regular grid "
@@ -161,3 +175,16 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Build the settings from the environment (a new object each call: no import-time state)."""
     return Settings()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess the same settings: this one's, without any ``NIGHTSCAN_``
+    variable, plus one for each field that differs from its default."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSCAN_")}
+    for name, value in settings.model_dump(exclude_defaults=True).items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if isinstance(value, list | dict):
+            value = json.dumps(value)  # how pydantic-settings reads complex fields from the environment
+        env[f"NIGHTSCAN_{name.upper()}"] = "" if value is None else str(value)
+    return env

@@ -6,7 +6,6 @@ the reason; with ``CI=true`` they fail instead, so CI never passes by skipping.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -21,7 +20,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from db.migrate import upgrade
-from nightscan.settings import Settings
+from nightscan.settings import Settings, settings_env
 
 POSTGRES_URL = os.environ.get("NIGHTSCAN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("NIGHTSCAN_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -159,18 +158,6 @@ def s3_settings(s3_endpoint: str, tmp_path: Path) -> Settings:
         aws_secret_access_key="testing",
     ).create_bucket(Bucket=bucket)
     return settings
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a subprocess the same settings (only fields that differ from defaults)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NIGHTSCAN_")}
-    for name, value in settings.model_dump(exclude_defaults=True).items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        if isinstance(value, list | dict):
-            value = json.dumps(value)  # how pydantic-settings reads complex fields from the environment
-        env[f"NIGHTSCAN_{name.upper()}"] = "" if value is None else str(value)
-    return env
 
 
 @pytest.fixture

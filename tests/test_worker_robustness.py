@@ -448,7 +448,7 @@ def test_time_limits_are_checked_against_each_other_and_the_visibility_timeout(t
 
 
 def test_worker_defaults_by_queue(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(data_dir=tmp_path, prefetch_studies=0)
     assert worker_plan(["gpu"], settings, devices=[], cpus=16) == WorkerPlan("prefork", 1, ())
     assert worker_plan(["gpu"], settings, devices=["0", "1", "3"], cpus=16) == WorkerPlan("prefork", 3, ("0", "1", "3"))
     assert worker_plan(["cpu"], settings, devices=["0", "1"], cpus=16) == WorkerPlan("prefork", 16, ())
@@ -460,6 +460,13 @@ def test_worker_defaults_by_queue(tmp_path: Path) -> None:
     assert worker_plan(["cpu"], settings, devices=[], cpus=8, concurrency=3) == WorkerPlan("prefork", 3, ())
     with pytest.raises(ValueError, match="concurrency must be >= 1, got 0"):
         worker_plan(["cpu"], settings, devices=[], cpus=8, concurrency=0)
+    default = Settings(data_dir=tmp_path)  # prefetch 1 with GPUs, none on the CPU alone
+    assert worker_plan(["gpu"], default, devices=[], cpus=8) == WorkerPlan("prefork", 1, ())
+    assert worker_plan(["gpu"], default, devices=["0", "1"], cpus=8) == WorkerPlan("prefork", 4, ("0", "1"))
+    prefetching = Settings(data_dir=tmp_path, prefetch_studies=2)
+    assert worker_plan(["gpu"], prefetching, devices=[], cpus=8) == WorkerPlan("prefork", 3, ())
+    assert worker_plan(["gpu"], prefetching, devices=["0", "1"], cpus=8) == WorkerPlan("prefork", 6, ("0", "1"))
+    assert worker_plan(["cpu"], prefetching, devices=[], cpus=8) == WorkerPlan("prefork", 8, ())
 
 
 def test_visible_devices_come_from_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -479,5 +486,6 @@ def test_worker_help_shows_the_defaults() -> None:
     )
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
-    assert "gpu -> one per GPU" in text and "ingest and cpu -> one per CPU core" in text
+    assert "gpu -> one per GPU" in text and "1 + NIGHTSCAN_PREFETCH_STUDIES" in text
+    assert "ingest and cpu -> one per CPU core" in text
     assert "[default: prefork]" in text and "[default: gpu]" in text

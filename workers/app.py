@@ -159,13 +159,16 @@ def worker_plan(
     pool: str | None = None,
     concurrency: int | None = None,
 ) -> WorkerPlan:
-    """Defaults by queue, each overridable: the gpu queue gets one prefork process per GPU in ``devices``
-    (one on a machine without a GPU: torch uses every core); ingest and cpu queues one process per CPU core.
-    A worker that consumes the gpu queue and others follows the gpu rule."""
+    """Defaults by queue, each overridable: the gpu queue gets ``1 + prefetch_studies`` prefork processes per
+    GPU in ``devices``, which take turns on their device (:mod:`workers.device_turn`) while the others fetch
+    and decode (prefetch 1 unless set); one process on a machine without a GPU (torch uses every core;
+    prefetch 0 unless set). Ingest and cpu queues: one process per CPU core. A worker that consumes the gpu
+    queue and others follows the gpu rule."""
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     gpu = settings.queue_gpu in queues
-    default = max(1, len(devices)) if gpu else max(1, cpus)
+    prefetch = settings.prefetch_studies if settings.prefetch_studies is not None else (1 if devices else 0)
+    default = max(1, len(devices)) * (1 + prefetch) if gpu else max(1, cpus)
     return WorkerPlan(
         pool=pool or "prefork",
         concurrency=concurrency or default,

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import make_engine, make_sessionmaker
 from nightscan.settings import Settings
 from nightscan.storage import Storage, open_storage
+from workers.device_turn import DeviceTurn, device_name
 from workers.series import DecodePool
 
 if TYPE_CHECKING:
@@ -55,6 +56,16 @@ class WorkerContext:
             return "cuda"
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         return "cpu"
+
+    @cached_property
+    def device_turn(self) -> DeviceTurn:
+        """The turn on this process's device, shared with the other processes of this machine that use it."""
+        return DeviceTurn(self.settings.data_dir / "locks", device_name(self.device))
+
+    @cached_property
+    def batch_slices(self) -> int:
+        """Slices per detector batch: the setting, else 64 on a GPU and 16 on the CPU."""
+        return self.settings.batch_slices or (64 if self.device == "cuda" else 16)
 
     @cached_property
     def decode_pool(self) -> DecodePool:

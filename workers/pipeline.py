@@ -133,15 +133,17 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     )
     timings = {"fetch": stats.fetch_s, "decode": stats.decode_s}
     detector = ctx.detector(job.model)
-    start = time.perf_counter()
-    candidates = detector.detect(volume.hu, volume.spacing_zyx_mm)
-    timings["inference"] = time.perf_counter() - start
     classifier = ctx.classifier(ctx.settings.classifier) if ctx.settings.classifier else None
     classifications, study_score = None, None
-    if classifier is not None:
-        start = time.perf_counter()
-        classifications, study_score = _classify(classifier, volume, candidates)
-        timings["classify"] = time.perf_counter() - start
+    with ctx.device_turn.take() as waited:  # meanwhile the other processes of this device fetch and decode
+        timings["device_wait"] = waited
+        stages: dict[str, float] = {}
+        candidates = detector.detect(volume.hu, volume.spacing_zyx_mm, batch_size=ctx.batch_slices, stages_s=stages)
+        timings["preprocess"], timings["inference"] = stages["preprocess"], stages["network"]
+        if classifier is not None:
+            start = time.perf_counter()
+            classifications, study_score = _classify(classifier, volume, candidates)
+            timings["classify"] = time.perf_counter() - start
     start = time.perf_counter()
     findings = describe_candidates(volume, candidates, classifications)
     timings["measure"] = time.perf_counter() - start

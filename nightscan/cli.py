@@ -136,8 +136,18 @@ def scan(
 )
 @click.pass_obj
 def worker(settings: Settings, queues: str, concurrency: int | None, pool: str) -> None:
-    """Start a Celery worker: gpu -> (1 + prefetch) processes per GPU; ingest and cpu -> one per core."""
+    """Start a Celery worker: gpu -> (1 + prefetch) processes per GPU; ingest and cpu -> one per core.
+
+    SIGTERM starts a soft shutdown: running studies get NIGHTSCAN_WORKER_SOFT_SHUTDOWN_S seconds, then
+    their messages go back to the broker at once (Celery's REMAP_SIGTERM=SIGQUIT, set here unless given).
+    """
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")  # read by billiard when celery is first imported, below
+    from billiard.common import REMAP_SIGTERM
+
     from workers.app import create_app, visible_devices, worker_plan
+
+    if REMAP_SIGTERM != "SIGQUIT":
+        log.warning("REMAP_SIGTERM is %r: SIGTERM waits for running studies however long they take", REMAP_SIGTERM)
 
     names = [q.strip() for q in queues.split(",") if q.strip()]
     plan = worker_plan(

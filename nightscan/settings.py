@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         description="Soft time limit of one study task, seconds: the study stops and is recorded failed. "
         "None: 60 s before the hard limit.",
     )
+    worker_soft_shutdown_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="On SIGTERM (and SIGQUIT, SIGINT) a worker stops taking studies and gives the running ones "
+        "this many seconds; then it stops them and returns their messages to the broker at once, for another "
+        "worker. Keep it below the orchestrator's grace period (docker-compose stop_grace_period).",
+    )
     retry_backoff_s: list[float] = Field(
         default_factory=lambda: [10.0, 60.0, 300.0, 600.0],
         description="Seconds before each retry of a study after a transient error (storage or database "

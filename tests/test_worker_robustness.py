@@ -295,6 +295,31 @@ def test_sigkill_mid_study_then_another_worker_finishes_it_once(base: Settings, 
     assert workers.outcomes() == {"done": 1}
 
 
+def test_sigterm_mid_study_returns_it_to_the_queue_at_once_for_another_worker(base: Settings, workers: Workers) -> None:
+    settings = with_settings(base, worker_soft_shutdown_s=2)  # the visibility timeout stays 7200 s
+    [analysis_id] = plan(settings, 1)
+    first = workers.start(settings, "--hang", str(analysis_id))
+    wait_until(settings.database_url, lambda r: r[analysis_id].status == "running", 90)
+    stopped_at = time.monotonic()
+    first.send_signal(signal.SIGTERM)  # to the main process only, as docker stop and systemd do
+    first.wait(timeout=60)
+    broker = redis.Redis.from_url(settings.broker_url)
+    try:
+        assert broker.hlen("unacked") == 0, "the message of the stopped study is still held, unacked"
+        assert broker.llen(settings.queue_gpu) == 1, "the stopped study is not back in the gpu queue"
+    finally:
+        broker.close()
+    assert "soft shutdown" in workers.log_text().lower()
+
+    workers.start(settings)
+    after = wait_until(settings.database_url, finished, 120)
+    row = after[analysis_id]
+    assert row.status == "done" and row.attempts == 2, row
+    assert row.findings and one_set(row)
+    assert workers.outcomes() == {"done": 1}
+    assert time.monotonic() - stopped_at < 150  # not after the visibility timeout
+
+
 # 3. A corrupt slice fails its study with the reason; the next study completes.
 
 

@@ -26,7 +26,9 @@ FORMATS = ("table", "csv", "json")
 LUNGRADS = ("1", "2", "3", "4A", "4B", "4X")
 
 
-def _output(func):  # type: ignore[no-untyped-def]
+def _output(func=None, *, formats: tuple[str, ...] = FORMATS):  # type: ignore[no-untyped-def]
+    if func is None:
+        return lambda f: _output(f, formats=formats)
     func = click.option(
         "--out",
         "out_path",
@@ -35,7 +37,7 @@ def _output(func):  # type: ignore[no-untyped-def]
         help="Write to this file instead of standard output.",
     )(func)
     return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format."
+        "--format", "fmt", type=click.Choice(formats), default="table", show_default=True, help="Output format."
     )(func)
 
 
@@ -106,12 +108,24 @@ def report_worklist(
 @click.argument("patient")
 @click.option("--key", "by_key", is_flag=True, help="PATIENT is the keyed hash (patient_key), not a PatientID.")
 @click.option("--model", default=None, help="Model name@version (default: the latest that analysed the patient).")
-@_output
+@click.option(
+    "--every-study", is_flag=True, help="HTML: a key image of each lesion at every study, not only its latest."
+)
+@_output(formats=(*FORMATS, "html"))
 @click.pass_obj
 def report_patient(
-    settings: Settings, patient: str, by_key: bool, model: str | None, fmt: str, out_path: str | None
+    settings: Settings,
+    patient: str,
+    by_key: bool,
+    model: str | None,
+    every_study: bool,
+    fmt: str,
+    out_path: str | None,
 ) -> None:
-    """A patient's timeline: studies, Lung-RADS, lesions and their sizes over time."""
+    """A patient's timeline: studies, Lung-RADS, lesions and their sizes over time.
+
+    --format html: one self-contained page with the growth plot and key images (slices read from the archive).
+    """
     from nightscan.pseudonym import patient_key
     from nightscan.runtime import session_factory
     from reports.exports import patient_report
@@ -127,8 +141,25 @@ def report_patient(
             if not models:
                 raise click.ClickException(f"patient {key[:12]} has no finished analysis")
             model = models[0]
-        result = timeline(session, found, model)
+        if fmt == "html":
+            from reports.html import patient_report_html
+
+            page = patient_report_html(session, settings, found, model, every_study=every_study)
+        else:
+            result = timeline(session, found, model)
+    if fmt == "html":
+        _write_text(page, out_path)
+        return
     _emit(patient_report(result), fmt, out_path)
+
+
+def _write_text(text: str, out_path: str | None) -> None:
+    if out_path is None:
+        sys.stdout.write(text)
+        return
+    with open(out_path, "w", encoding="utf-8") as f:
+        f.write(text)
+    log.info("report written to %s (html)", out_path)
 
 
 @report.command("study")

@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
@@ -61,6 +61,7 @@ Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip.")]
 ModelRef = Annotated[str | None, Query(max_length=128, description="Model name@version, e.g. nodule-detector@0.3.0.")]
 DateFrom = Annotated[date | None, Query(description="Earliest study date, inclusive (YYYY-MM-DD).")]
 LesionStatus = Literal["present", "resolved"]
+EveryStudy = Annotated[bool, Query(description="Key images of each lesion at every study, not only its latest.")]
 DateTo = Annotated[date | None, Query(description="Latest study date, inclusive (YYYY-MM-DD).")]
 
 
@@ -215,6 +216,41 @@ def _routes(app: FastAPI) -> None:
         page = records.list_studies(session, records.Paging(limit, offset), patient_id=patient.id, model=model)
         _rows(request, len(page.items))
         return page
+
+    def html_of(
+        request: Request, session: Session, patient: Patient, model: str | None, every_study: bool
+    ) -> HTMLResponse:
+        from reports.html import patient_report_html
+
+        page = patient_report_html(
+            session, _settings(request), patient, _model_for(session, patient, model), every_study=every_study
+        )
+        _rows(request, 1)
+        return HTMLResponse(page)
+
+    @app.get(
+        "/patients/{patient_id:path}/report.html",
+        tags=["patients"],
+        dependencies=[reports_read],
+        response_class=HTMLResponse,
+        summary="A patient's HTML report (growth plot, key images), by real PatientID",
+    )
+    def patient_report_page(
+        request: Request, session: Session_, patient_id: str, model: ModelRef = None, every_study: EveryStudy = False
+    ) -> HTMLResponse:
+        return html_of(request, session, _patient(request, session, patient_id=patient_id), model, every_study)
+
+    @app.get(
+        "/pseudonyms/{patient_key}/report.html",
+        tags=["patients"],
+        dependencies=[reports_read],
+        response_class=HTMLResponse,
+    )
+    def pseudonym_report_page(
+        request: Request, session: Session_, patient_key: str, model: ModelRef = None, every_study: EveryStudy = False
+    ) -> HTMLResponse:
+        """A patient's HTML report, by the keyed hash of the PatientID."""
+        return html_of(request, session, _patient(request, session, key=patient_key), model, every_study)
 
     @app.get(
         "/patients/{patient_id:path}/timeline",

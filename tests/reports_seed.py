@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from db.engine import make_engine, make_sessionmaker, transaction
 from db.models import (
@@ -54,8 +59,10 @@ PLAN = {
 overdue on TODAY (on the worklist)."""
 
 
-def seed(url: str, secret: str = SECRET) -> Seeded:
-    """Write the three patients' index rows and results into the database at ``url``."""
+def seed(url: str, secret: str = SECRET, archive: Path | None = None) -> Seeded:
+    """Write the three patients' index rows and results into the database at ``url``; with ``archive``, also
+    each instance as a DICOM CT slice in that folder (a ``file://`` archive), the nodules drawn in."""
+    source = archive.resolve().as_uri() if archive is not None else "file:///archive"
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
     out = Seeded()
@@ -106,8 +113,18 @@ def seed(url: str, secret: str = SECRET) -> Seeded:
                 session.add(series)
                 session.flush()
                 for k in range(3):
+                    if archive is not None:
+                        write_slice(
+                            archive / pid / str(s) / f"{k}.dcm",
+                            patient_id=pid,
+                            study_uid=study.study_instance_uid,
+                            series_uid=series.series_instance_uid,
+                            sop_uid=f"{series.series_instance_uid}.{k}",
+                            z_mm=float(k),
+                            nodules=[(_centre(n), sizes[s]) for n, sizes in enumerate(lesion_sizes)],
+                        )
                     obj = ArchiveObject(
-                        source="file:///archive",
+                        source=source,
                         key=f"{pid}/{s}/{k}.dcm",
                         etag=f"etag{p}{s}{k}",
                         size=1000,
@@ -183,7 +200,7 @@ def seed(url: str, secret: str = SECRET) -> Seeded:
             )
         for night in (date(2026, 11, 24), date(2026, 11, 25)):
             run = ScanRun(
-                source="file:///archive",
+                source=source,
                 night=night,
                 started_at=datetime(night.year, night.month, night.day, 22, tzinfo=UTC),
                 status=RunStatus.FINISHED,
@@ -196,15 +213,21 @@ def seed(url: str, secret: str = SECRET) -> Seeded:
     return out
 
 
+def _centre(ordinal: int) -> tuple[float, float, float]:
+    """Where finding ``ordinal`` of a study sits: (x, y, z) in mm, on the middle slice."""
+    return (-50.0 + 30 * ordinal, 10.0, 1.0)
+
+
 def _finding(analysis_id: int, ordinal: int, size_mm: float, lesion_id: int | None, sop_uid: str) -> Finding:
+    x, y, z = _centre(ordinal)
     return Finding(
         analysis_id=analysis_id,
         ordinal=ordinal,
         label="nodule",
         score=0.9,
-        center_x_mm=-50.0 + 30 * ordinal,
-        center_y_mm=10.0,
-        center_z_mm=1.0,
+        center_x_mm=x,
+        center_y_mm=y,
+        center_z_mm=z,
         diameter_mm=size_mm,
         extent_mm=[size_mm, size_mm, size_mm],
         sop_instance_uid=sop_uid,
@@ -216,3 +239,70 @@ def _finding(analysis_id: int, ordinal: int, size_mm: float, lesion_id: int | No
         volume_mm3=round(3.14159 / 6 * size_mm**3, 1),
         lesion_id=lesion_id,
     )
+
+
+SLICE_SHAPE = (128, 128)
+"""Rows, columns of each written slice; 1 mm pixels, the first pixel's centre at (-64, -64) mm."""
+ORIGIN_MM = (-64.0, -64.0)
+
+
+def write_slice(
+    path: Path,
+    *,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    z_mm: float,
+    nodules: list[tuple[tuple[float, float, float], float]],
+) -> None:
+    """A 128 x 128 axial CT slice (1 mm pixels, HU): air, a body, two lungs, and a disk of each nodule's
+    diameter (mm) around its centre (x, y in mm)."""
+    rows, cols = np.mgrid[0 : SLICE_SHAPE[0], 0 : SLICE_SHAPE[1]]
+    y_mm, x_mm = rows + ORIGIN_MM[1], cols + ORIGIN_MM[0]
+    hu = np.full(SLICE_SHAPE, -1000, np.int16)
+    hu[(x_mm / 60) ** 2 + (y_mm / 58) ** 2 <= 1] = 20
+    for cx in (-30.0, 30.0):
+        hu[((x_mm - cx) / 25) ** 2 + (y_mm / 40) ** 2 <= 1] = -850
+    for (cx, cy, _), diameter in nodules:
+        hu[(x_mm - cx) ** 2 + (y_mm - cy) ** 2 <= (diameter / 2) ** 2] = 30
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = f"{study_uid}.9"
+    ds.PatientID = patient_id
+    ds.PatientName = "Test^Patient"
+    ds.PatientBirthDate = "19600101"
+    ds.PatientSex = "M"
+    ds.StudyDate = "20260501"
+    ds.StudyTime = "120000"
+    ds.StudyID = "1"
+    ds.AccessionNumber = "A1"
+    ds.ReferringPhysicianName = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "nightscan tests"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = int(sop_uid.rsplit(".", 1)[1]) + 1
+    ds.ImagePositionPatient = [ORIGIN_MM[0], ORIGIN_MM[1], z_mm]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [1.0, 1.0]
+    ds.SliceThickness = 1.0
+    ds.Rows, ds.Columns = SLICE_SHAPE
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.PixelData = hu.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)

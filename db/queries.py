@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -120,23 +121,34 @@ def patient_timeline(session: Session, patient_id: int, model: str) -> PatientTi
     assessments; its lesions with their findings.
     """
     head = session.execute(
-        select(Patient.patient_key, Patient.sex, PatientStatus)
+        select(
+            Patient.patient_key,
+            Patient.sex,
+            PatientStatus.id,
+            PatientStatus.lungrads,
+            PatientStatus.brock_max,
+            PatientStatus.vdt_min_days,
+            PatientStatus.follow_up_due,
+            PatientStatus.n_lesions,
+            PatientStatus.latest_study_date,
+            PatientStatus.latest_analysis_id,
+        )
         .outerjoin(PatientStatus, and_(PatientStatus.patient_id == Patient.id, PatientStatus.model == model))
         .where(Patient.id == patient_id)
     ).first()
     if head is None:
         return None
-    key, sex, status = head
+    key, sex, status_id, lungrads, brock, vdt, due, n_lesions, latest_date, latest_analysis = head
     risk = None
-    if status is not None:
+    if status_id is not None:
         risk = RiskSummary(
-            lungrads=status.lungrads,
-            brock_max=status.brock_max,
-            vdt_min_days=status.vdt_min_days,
-            follow_up_due=status.follow_up_due,
-            n_lesions=status.n_lesions,
-            latest_study_date=status.latest_study_date,
-            latest_analysis_id=status.latest_analysis_id,
+            lungrads=lungrads,
+            brock_max=brock,
+            vdt_min_days=vdt,
+            follow_up_due=due,
+            n_lesions=n_lesions,
+            latest_study_date=latest_date,
+            latest_analysis_id=latest_analysis,
         )
     rows = session.execute(
         select(
@@ -181,47 +193,77 @@ def patient_timeline(session: Session, patient_id: int, model: str) -> PatientTi
 
 
 def _lesions(session: Session, patient_id: int, model: str) -> tuple[TimelineLesion, ...]:
+    lesion_columns = (
+        Lesion.id,
+        Lesion.label,
+        Lesion.status,
+        Lesion.nodule_type,
+        Lesion.first_seen,
+        Lesion.last_seen,
+        Lesion.diameter_mm,
+        Lesion.vdt_days,
+        Lesion.brock_probability,
+    )
     rows = session.execute(
-        select(Lesion, Finding, Analysis.study_id, Study.study_date)
+        select(
+            *lesion_columns,
+            Analysis.study_id,
+            Study.study_date,
+            Finding.analysis_id,
+            Finding.id,
+            Finding.diameter_mm,
+            Finding.long_axis_mm,
+            Finding.short_axis_mm,
+            Finding.volume_mm3,
+            Finding.nodule_type,
+            Finding.center_x_mm,
+            Finding.center_y_mm,
+            Finding.center_z_mm,
+        )
         .outerjoin(Finding, Finding.lesion_id == Lesion.id)
         .outerjoin(Analysis, Analysis.id == Finding.analysis_id)
         .outerjoin(Study, Study.id == Analysis.study_id)
         .where(Lesion.patient_id == patient_id, Lesion.model == model)
         .order_by(Lesion.label, Study.study_date.asc().nulls_last(), Finding.id)
     ).all()
-    lesions: dict[int, tuple[Lesion, list[LesionObservation]]] = {}
-    for lesion, finding, study_id, study_date in rows:
-        _, observations = lesions.setdefault(lesion.id, (lesion, []))
-        if finding is not None:
+    n = len(lesion_columns)
+    lesions: dict[int, tuple[tuple[Any, ...], list[LesionObservation]]] = {}
+    for row in rows:
+        _, observations = lesions.setdefault(row[0], (tuple(row[:n]), []))
+        study_id, study_date, analysis_id, finding_id, diameter, long_axis, short_axis, volume, kind, x, y, z = row[n:]
+        if finding_id is not None:
             observations.append(
                 LesionObservation(
                     study_id=study_id,
                     study_date=study_date,
-                    analysis_id=finding.analysis_id,
-                    finding_id=finding.id,
-                    diameter_mm=finding.diameter_mm,
-                    long_axis_mm=finding.long_axis_mm,
-                    short_axis_mm=finding.short_axis_mm,
-                    volume_mm3=finding.volume_mm3,
-                    nodule_type=finding.nodule_type,
-                    centre_mm=(finding.center_x_mm, finding.center_y_mm, finding.center_z_mm),
+                    analysis_id=analysis_id,
+                    finding_id=finding_id,
+                    diameter_mm=diameter,
+                    long_axis_mm=long_axis,
+                    short_axis_mm=short_axis,
+                    volume_mm3=volume,
+                    nodule_type=kind,
+                    centre_mm=(x, y, z),
                 )
             )
-    return tuple(
-        TimelineLesion(
-            lesion_id=lesion.id,
-            label=lesion.label,
-            status=lesion.status,
-            nodule_type=lesion.nodule_type,
-            first_seen=lesion.first_seen,
-            last_seen=lesion.last_seen,
-            diameter_mm=lesion.diameter_mm,
-            vdt_days=lesion.vdt_days,
-            brock_probability=lesion.brock_probability,
-            observations=tuple(observations),
+    timeline = []
+    for values, observations in lesions.values():
+        lesion_id, label, status, nodule_type, first_seen, last_seen, diameter, vdt, brock = values
+        timeline.append(
+            TimelineLesion(
+                lesion_id=lesion_id,
+                label=label,
+                status=status,
+                nodule_type=nodule_type,
+                first_seen=first_seen,
+                last_seen=last_seen,
+                diameter_mm=diameter,
+                vdt_days=vdt,
+                brock_probability=brock,
+                observations=tuple(observations),
+            )
         )
-        for lesion, observations in lesions.values()
-    )
+    return tuple(timeline)
 
 
 @dataclass(frozen=True)
@@ -260,7 +302,16 @@ def worklist(
         raise ValueError(f"vdt_days must be > 0, got {vdt_days!r}")
     rank = case({c: i for i, c in enumerate(CATEGORY_ORDER)}, value=PatientStatus.lungrads, else_=-1)
     query = (
-        select(PatientStatus, Patient.patient_key)
+        select(
+            PatientStatus.patient_id,
+            Patient.patient_key,
+            PatientStatus.lungrads,
+            PatientStatus.brock_max,
+            PatientStatus.vdt_min_days,
+            PatientStatus.follow_up_due,
+            PatientStatus.latest_study_date,
+            PatientStatus.n_lesions,
+        )
         .join(Patient, Patient.id == PatientStatus.patient_id)
         .where(
             PatientStatus.model == model,
@@ -281,24 +332,24 @@ def worklist(
     if limit is not None:
         query = query.limit(limit)
     entries = []
-    for status, key in session.execute(query):
+    for patient_id, key, lungrads, brock, vdt, due, latest, n_lesions in session.execute(query):
         reasons = []
-        if status.lungrads in high:
-            reasons.append(f"Lung-RADS {status.lungrads}")
-        if status.vdt_min_days is not None and status.vdt_min_days < vdt_days:
-            reasons.append(f"VDT {status.vdt_min_days:.0f} days (under {vdt_days:.0f})")
-        if status.follow_up_due is not None and status.follow_up_due < today:
-            reasons.append(f"follow-up overdue since {status.follow_up_due.isoformat()}")
+        if lungrads in high:
+            reasons.append(f"Lung-RADS {lungrads}")
+        if vdt is not None and vdt < vdt_days:
+            reasons.append(f"VDT {vdt:.0f} days (under {vdt_days:.0f})")
+        if due is not None and due < today:
+            reasons.append(f"follow-up overdue since {due.isoformat()}")
         entries.append(
             WorklistEntry(
-                patient_id=status.patient_id,
+                patient_id=patient_id,
                 patient_key=key,
-                lungrads=status.lungrads,
-                brock_max=status.brock_max,
-                vdt_min_days=status.vdt_min_days,
-                follow_up_due=status.follow_up_due,
-                latest_study_date=status.latest_study_date,
-                n_lesions=status.n_lesions,
+                lungrads=lungrads,
+                brock_max=brock,
+                vdt_min_days=vdt,
+                follow_up_due=due,
+                latest_study_date=latest,
+                n_lesions=n_lesions,
                 reasons=tuple(reasons),
             )
         )

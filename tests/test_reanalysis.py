@@ -5,7 +5,7 @@ and that the scheduler sends new studies before re-analyses."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 import pytest
 from click.testing import CliRunner
@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 from db.engine import make_engine, make_sessionmaker, transaction
 from db.models import Analysis, AnalysisStatus, Finding, utcnow
 from nightscan.cli import main
+from nightscan.settings import Settings
+from scheduler.nightly import run_night
 from scheduler.planning import enqueue_planned, plan_analyses
 from scheduler.reanalysis import parse_model_ref, plan_reanalysis, progress, resolve_patients
 from tests.hand_built import add_analysis, add_finding, add_patient, add_series, add_study, key_of
@@ -170,3 +172,19 @@ def test_cli_reanalyze_dry_run_then_patients_file(world: World, db_url: str, tmp
     assert unknown.exit_code == 2 and "nodule-detector@9.9.9" in unknown.output
     stranger = runner.invoke(main, ["reanalyze", "--model", V2, "--patients", "deadbeef00"], env=env)
     assert stranger.exit_code == 2 and "deadbeef00" in stranger.output
+
+
+def test_the_nightly_run_sends_a_campaign_inside_its_window(world: World, db_url: str, tmp_path) -> None:
+    _plan(world)
+    archive = tmp_path / "empty-archive"
+    archive.mkdir()
+    settings = Settings(
+        data_dir=tmp_path, database_url=db_url, archive_url=archive.as_uri(), detector=V1, series_quiet_s=300
+    )
+    sent: list[int] = []
+    report = run_night(settings, world.factory, sent.append, now=datetime.now().astimezone())
+    assert report is not None and (report.planned, report.enqueued, report.stopped) == (1, 6, "done")
+    with world.factory() as session:
+        models = dict(session.execute(select(Analysis.id, Analysis.model).where(Analysis.id.in_(sent))).all())
+        queued = session.scalar(select(func.count()).select_from(Analysis).where(Analysis.status == "queued"))
+    assert sorted(models.values()) == [V1] + [V2] * 5 and queued == 6

@@ -207,3 +207,38 @@ def report_run(settings: Settings, run_id: int | None, last: int, fmt: str, out_
                 raise click.ClickException(f"no scan run has id {run_id}")
             runs = [run]
     _emit(run_report(runs), fmt, out_path)
+
+
+@report.command("sr")
+@click.argument("study_uid")
+@click.option("--model", default=None, help="The analysis of this model (name@version; default: the latest done).")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the SR to this file instead of the reports storage (NIGHTSCAN_REPORTS_URL).",
+)
+@click.pass_obj
+def report_sr(settings: Settings, study_uid: str, model: str | None, out_path: str | None) -> None:
+    """The DICOM SR (Comprehensive 3D SR, TID 1500) of study STUDY_UID's analysis, for PACS viewers.
+
+    Written to NIGHTSCAN_REPORTS_URL (default <data_dir>/reports) at sr/<StudyInstanceUID>/<SOPInstanceUID>.dcm.
+    It carries the patient module of the source images, read from the archive: it is PHI, like the images.
+    """
+    from nightscan.runtime import session_factory
+    from reports.sr import SRError, build_sr, sr_bytes, study_analysis, write_sr
+
+    try:
+        with session_factory(settings)() as session:
+            analysis_id = study_analysis(session, study_uid, model)
+            if out_path is None:
+                written = write_sr(session, settings, analysis_id)
+                click.echo(f"{written.url.rstrip('/')}/{written.key}")
+                return
+            sr = build_sr(session, settings, analysis_id)
+    except SRError as exc:
+        raise click.ClickException(str(exc)) from None
+    with open(out_path, "wb") as f:
+        f.write(sr_bytes(sr))
+    log.info("DICOM SR %s written to %s", sr.SOPInstanceUID, out_path)

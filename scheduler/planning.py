@@ -2,8 +2,8 @@
 
 An analysis is planned for every study whose selected series is ready (unchanged for the quiet time)
 and that has no analysis by the current model. Planned analyses are committed first and sent
-afterwards, one task per study: studies never analysed before re-analyses by a new model version
-(``scheduler/reanalysis.py``), then patients with earlier findings, then the newest studies. At
+afterwards, one task per study: studies never analysed (patients with earlier findings first, then the
+newest studies) before re-analyses by a new model version (``scheduler/reanalysis.py``). At
 most ``max_outstanding`` analyses are queued or running at once, and nothing is sent after the end
 of the overnight window; what is left stays planned for the next run. A reconciler returns
 analyses stuck in queued or running past their lease to planned, so they are sent again.
@@ -123,32 +123,41 @@ def enqueue_planned(
 
     Each analysis is claimed (planned -> queued, committed) before it is sent, so two schedulers
     running at once never send the same analysis. A crash between the commit and the send leaves
-    it queued but unsent; the reconciler sends it again once its lease has passed.
+    it queued but unsent; the reconciler sends it again once its lease has passed. Under a limit,
+    only as many as there is room for are read each time (:func:`_next_planned`): a campaign leaves
+    hundreds of thousands planned, and ordering them all every round would cost seconds.
     """
-    ids = session.scalars(_priority_order()).all()
     outstanding = session.scalar(select(func.count()).select_from(Analysis).where(Analysis.status.in_(OUTSTANDING)))
+    outstanding = outstanding or 0
+    total = session.scalar(select(func.count()).select_from(Analysis).where(Analysis.status == AnalysisStatus.PLANNED))
     session.commit()
-    report = EnqueueReport(remaining=len(ids))
-    for analysis_id in ids:
-        if until is not None and now() >= until:
-            report.stopped = "window_closed"
-            break
-        if max_outstanding is not None and (outstanding or 0) >= max_outstanding:
-            report.stopped = "backpressure"
-            break
-        claimed = session.execute(
-            update(Analysis)
-            .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.PLANNED)
-            .values(status=AnalysisStatus.QUEUED, queued_at=now())
-        ).rowcount
+    report = EnqueueReport(remaining=total or 0)
+    while True:
+        room = None if max_outstanding is None else max_outstanding - outstanding
+        if room is not None and room <= 0:
+            if report.remaining:
+                report.stopped = "backpressure"
+            return report
+        ids = _next_planned(session, room)
         session.commit()
-        report.remaining -= 1
-        if not claimed:
-            continue  # another scheduler sent it
-        send(analysis_id)
-        report.sent += 1
-        outstanding = (outstanding or 0) + 1
-    return report
+        if not ids:
+            return report
+        for analysis_id in ids:
+            if until is not None and now() >= until:
+                report.stopped = "window_closed"
+                return report
+            claimed = session.execute(
+                update(Analysis)
+                .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.PLANNED)
+                .values(status=AnalysisStatus.QUEUED, queued_at=now())
+            ).rowcount
+            session.commit()
+            report.remaining = max(report.remaining - 1, 0)
+            if not claimed:
+                continue  # another scheduler sent it
+            send(analysis_id)
+            report.sent += 1
+            outstanding += 1
 
 
 def reconcile(session: Session, *, lease_s: float, now: datetime) -> int:
@@ -171,10 +180,14 @@ def reconcile(session: Session, *, lease_s: float, now: datetime) -> int:
     return result.rowcount
 
 
-def _priority_order():  # type: ignore[no-untyped-def]
-    """Planned analyses: studies no model has analysed yet before re-analyses (studies with a finished
-    analysis by another model of the pipeline); then patients with findings on an earlier study; then
-    the newest studies."""
+def _next_planned(session: Session, room: int | None) -> list[int]:
+    """Planned analyses in priority order, at most ``room`` of them (None: all).
+
+    First the studies that no model has analysed yet (no finished analysis of the pipeline by another
+    model): patients with findings on an earlier study first, then the newest studies. Then the
+    re-analyses (``scheduler/reanalysis.py``), newest study first: the cheap order, as there may be
+    hundreds of thousands of them.
+    """
     earlier = aliased(Study)
     earlier_analysis = aliased(Analysis)
     previous = aliased(Analysis)
@@ -195,12 +208,18 @@ def _priority_order():  # type: ignore[no-untyped-def]
         .where(earlier.patient_id == Study.patient_id, earlier.id != Study.id)
         .exists()
     )
-    return (
-        select(Analysis.id)
-        .join(Study, Study.id == Analysis.study_id)
-        .where(Analysis.status == AnalysisStatus.PLANNED)
-        .order_by(is_reanalysis, has_earlier_findings.desc(), Study.study_date.desc().nulls_last(), Analysis.id)
+    planned = (
+        select(Analysis.id).join(Study, Study.id == Analysis.study_id).where(Analysis.status == AnalysisStatus.PLANNED)
     )
+    new = planned.where(~is_reanalysis).order_by(
+        has_earlier_findings.desc(), Study.study_date.desc().nulls_last(), Analysis.id
+    )
+    ids = list(session.scalars(new if room is None else new.limit(room)))
+    if room is not None and len(ids) >= room:
+        return ids
+    again = planned.where(is_reanalysis).order_by(Study.study_date.desc().nulls_last(), Analysis.id)
+    ids.extend(session.scalars(again if room is None else again.limit(room - len(ids))))
+    return ids
 
 
 def _record_decisions(session: Session, pipeline: str, decisions: list[Decision], now: datetime) -> None:

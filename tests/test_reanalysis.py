@@ -133,11 +133,14 @@ def test_new_studies_are_sent_before_reanalyses(world: World) -> None:
     assert len(new.planned) == 1
     sent: list[int] = []
     with world.factory() as session:
-        enqueue_planned(session, sent.append)
+        limited = enqueue_planned(session, sent.append, max_outstanding=3)
+        rest = enqueue_planned(session, sent.append)
         study_of = dict(session.execute(select(Analysis.id, Analysis.study_id)).all())
-    assert len(sent) == 6
+    assert (limited.sent, limited.remaining, limited.stopped) == (3, 3, "backpressure")
+    assert (rest.sent, rest.remaining, rest.stopped) == (3, 0, "done")
     assert {study_of[i] for i in sent[:2]} == {world.bob[1]}  # bob's new study, by both models, first
-    assert world.bob[1] not in {study_of[i] for i in sent[2:]}
+    assert study_of[sent[2]] == world.ann[2]  # then re-analyses, the newest study first
+    assert world.bob[1] not in {study_of[i] for i in sent[2:]} and len(set(sent)) == 6
 
 
 def test_bad_patient_keys_and_models_name_the_value(world: World) -> None:

@@ -52,7 +52,16 @@ def test_s3_redis_postgres_worker_end_to_end(
         for analysis in session.scalars(select(Analysis).join(Study)):
             study = truth.study(analysis.study.study_instance_uid)
             assert len(analysis.inputs) == study.n_instances
-            assert set(analysis.timings_s) == {"fetch", "decode", "inference", "classify", "measure", "write"}
+            assert set(analysis.timings_s) == {
+                "fetch",
+                "decode",
+                "device_wait",
+                "preprocess",
+                "inference",
+                "classify",
+                "measure",
+                "write",
+            }
             assert analysis.model_sha256 and len(analysis.model_sha256) == 64
             # the candidate classifier scored every finding; the study score is the highest probability
             assert analysis.classifier == settings.classifier and len(analysis.classifier_sha256) == 64

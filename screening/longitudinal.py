@@ -11,8 +11,11 @@ Tracking, study by study in date order (:func:`follow_patient`):
   starting from the difference of the scans' centres along the table), and its nodules are matched to them
   (Hungarian assignment within the size-scaled gate, :func:`screening.matching.match_nodules`);
 - a matched nodule continues its lesion: a lesion missed in one study and seen again later keeps its
-  identity, and its prior is its last observation; an unmatched nodule starts a new lesion; a lesion not
-  seen in the latest study is ``resolved``;
+  identity, and its prior is its last observation; a lesion not seen in the latest study is ``resolved``;
+- an unmatched nodule is looked for in retrospect among the previous study's candidates that did not count
+  as nodules (below the criteria, :class:`NoduleCriteria`), as a reader looks back at the prior CT: found
+  there, it is not new, that candidate is its prior (with no prior category) and joins its lesion; otherwise
+  it is new and starts a lesion;
 - lesions are numbered 0, 1, ... in order of first sighting (the caller shows them as L1, L2, ...).
 
 Lung-RADS per nodule: baseline at the first study, ``new`` for a new lesion at a follow-up, else follow-up
@@ -36,7 +39,7 @@ from screening.alignment import align_studies
 from screening.brock import AGE_CENTRE_YEARS, AGE_RANGE_YEARS, brock_probability
 from screening.growth import sphere_volume_mm3, volume_doubling_time_days
 from screening.lungrads import NoduleHistory, exam_category, nodule_category
-from screening.matching import LocatedNodule, Vector
+from screening.matching import LocatedNodule, Vector, match_nodules
 from screening.types import LungRads, Measurement, NoduleType, round_mm
 
 FOLLOW_UP_DAYS: dict[LungRads, int] = {
@@ -87,7 +90,8 @@ class Observation:
 @dataclass(frozen=True, kw_only=True)
 class StudyInput:
     """One study of the patient: ``key`` names it to the caller (an analysis ID), its date, its nodules, the
-    patient's age (years) and sex then, and the scan range along the table (z, mm, low and high; None unknown)."""
+    patient's age (years) and sex then, the scan range along the table (z, mm, low and high; None unknown), and
+    the ``candidates`` that did not count as nodules (looked at in retrospect by the next study)."""
 
     key: int
     study_date: dt.date
@@ -95,13 +99,15 @@ class StudyInput:
     age_years: float | None = None
     female: bool | None = None
     scan_range_z_mm: tuple[float, float] | None = None
+    candidates: tuple[Observation, ...] = ()
 
 
 @dataclass(frozen=True)
 class NoduleResult:
     """One nodule of one study: its lesion (index), Lung-RADS category and reason, Brock probability (None for
     benign-pattern nodules), VDT in days against the lesion's previous observation (None: first observation, or
-    no finite VDT), and whether the lesion is new at this study."""
+    no finite VDT), whether the lesion is new at this study, and the key of the previous study's candidate it was
+    matched to in retrospect (None: not looked back)."""
 
     key: int
     lesion: int
@@ -110,6 +116,7 @@ class NoduleResult:
     brock_probability: float | None
     vdt_days: float | None
     new: bool
+    retrospective: int | None = None
 
 
 @dataclass(frozen=True)
@@ -253,14 +260,17 @@ def follow_patient(studies: Sequence[StudyInput]) -> PatientResult:
     lesions: list[_Lesion] = []
     results: list[StudyResult] = []
     for index, study in enumerate(ordered):
-        results.append(_assess_study(index, study, ordered, lesions))
+        previous = results[-1].translation_mm if results else (0.0, 0.0, 0.0)
+        results.append(_assess_study(index, study, ordered, lesions, previous))
     latest = len(ordered) - 1
     return PatientResult(
         studies=tuple(results), lesions=tuple(_lesion_result(lesion, ordered, latest) for lesion in lesions)
     )
 
 
-def _assess_study(index: int, study: StudyInput, ordered: Sequence[StudyInput], lesions: list[_Lesion]) -> StudyResult:
+def _assess_study(
+    index: int, study: StudyInput, ordered: Sequence[StudyInput], lesions: list[_Lesion], previous_mm: Vector
+) -> StudyResult:
     assumptions: dict[str, object] = {}
     nodules = study.nodules
     first = ordered[0]
@@ -274,15 +284,22 @@ def _assess_study(index: int, study: StudyInput, ordered: Sequence[StudyInput], 
     alignment = align_studies(current, known, initial_mm=initial)
     translation = alignment.translation_mm
     matched = {pair.current_index: lesions[pair.prior_index] for pair in alignment.match.pairs}
+    retro = _look_back(index, nodules, matched, ordered, translation, previous_mm)
 
     histories: list[NoduleHistory] = []
-    priors: list[tuple[StudyInput, Observation, _Lesion] | None] = []
+    priors: list[tuple[StudyInput, Observation, _Lesion | None] | None] = []
     same_day = False
     for n, nodule in enumerate(nodules):
         lesion = matched.get(n)
         if index == 0:
             histories.append(NoduleHistory.at_baseline(nodule.measurement))
             priors.append(None)
+        elif n in retro:
+            before = ordered[index - 1]
+            interval = max(1, (study.study_date - before.study_date).days)
+            same_day = same_day or study.study_date == before.study_date
+            histories.append(NoduleHistory.at_follow_up(nodule.measurement, retro[n].measurement, float(interval)))
+            priors.append((before, retro[n], None))
         elif lesion is None:
             histories.append(NoduleHistory.new_at_follow_up(nodule.measurement))
             priors.append(None)
@@ -347,6 +364,8 @@ def _assess_study(index: int, study: StudyInput, ordered: Sequence[StudyInput], 
         if lesion is None:
             centre = tuple(c - t for c, t in zip(nodule.centre_mm, translation, strict=True))
             lesion = _Lesion(len(lesions), (centre[0], centre[1], centre[2]), [], assessment.category)
+            if n in retro:
+                lesion.observations.append((index - 1, retro[n]))
             lesions.append(lesion)
         else:
             lesion.centre_mm = (
@@ -357,19 +376,25 @@ def _assess_study(index: int, study: StudyInput, ordered: Sequence[StudyInput], 
         lesion.observations.append((index, nodule))
         lesion.category, lesion.brock = assessment.category, brock
         lesion.vdt_days = vdt if prior is not None else None
+        reason = assessment.reason
+        if n in retro:
+            reason += " (its prior: a candidate of the previous study below the nodule criteria, seen in retrospect)"
         results.append(
             NoduleResult(
                 key=nodule.key,
                 lesion=lesion.index,
                 category=assessment.category,
-                reason=assessment.reason,
+                reason=reason,
                 brock_probability=brock,
                 vdt_days=vdt,
                 new=index > 0 and prior is None,
+                retrospective=retro[n].key if n in retro else None,
             )
         )
     if defaulted:
         assumptions["brock_defaulted"] = sorted(defaulted)
+    if retro:
+        assumptions["retrospective"] = f"{len(retro)} nodule(s) found in retrospect on the previous study"
     exam = exam_category(histories)
     reason = exam.reason
     if nodules and index:
@@ -389,6 +414,36 @@ def _assess_study(index: int, study: StudyInput, ordered: Sequence[StudyInput], 
         alignment=alignment.method,
         assumptions=assumptions,
     )
+
+
+def _look_back(
+    index: int,
+    nodules: Sequence[Observation],
+    matched: dict[int, _Lesion],
+    ordered: Sequence[StudyInput],
+    translation_mm: Vector,
+    previous_mm: Vector,
+) -> dict[int, Observation]:
+    """Nodules of study ``index`` that match no lesion but a candidate of the previous study: nodule index ->
+    that candidate. ``translation_mm`` and ``previous_mm`` bring the reference frame to this and the previous
+    study's frames, so their difference brings the previous study's centres into this one's."""
+    if index == 0:
+        return {}
+    unmatched = [n for n in range(len(nodules)) if n not in matched]
+    candidates = ordered[index - 1].candidates
+    if not unmatched or not candidates:
+        return {}
+    shift = (
+        translation_mm[0] - previous_mm[0],
+        translation_mm[1] - previous_mm[1],
+        translation_mm[2] - previous_mm[2],
+    )
+    match = match_nodules(
+        [LocatedNodule(nodules[n].centre_mm, nodules[n].measurement.mean_diameter_mm) for n in unmatched],
+        [LocatedNodule(c.centre_mm, c.measurement.mean_diameter_mm) for c in candidates],
+        translation_mm=shift,
+    )
+    return {unmatched[pair.current_index]: candidates[pair.prior_index] for pair in match.pairs}
 
 
 def _volume(nodule: Observation) -> float:

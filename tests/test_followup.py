@@ -149,6 +149,19 @@ def test_a_lesion_missed_once_keeps_its_identity_and_its_last_observation_is_its
     assert not any(n.new for n in result.studies[2].nodules)
 
 
+def test_a_nodule_seen_in_retrospect_below_the_criteria_is_not_new() -> None:
+    faint = nodule(12, C, 3.6)  # the detector's candidate, below the nodule criteria at the first study
+    first = StudyInput(key=1, study_date=DAY0, nodules=(nodule(10, A, 6.0),), candidates=(faint,))
+    second = study(2, DAY1, nodule(20, shifted(A), 6.0), nodule(21, shifted(C), 4.2))
+    result = follow_patient([first, second])
+    seen = next(n for n in result.studies[1].nodules if n.key == 21)
+    assert not seen.new and seen.retrospective == 12 and "retrospect" in seen.reason
+    assert seen.category is LungRads.CAT2  # 3.6 -> 4.2 mm, < 6 mm: not "new 4 to < 6 mm -> 3"
+    assert result.lesions[1].observations == ((0, 12), (1, 21)) and result.lesions[1].first_seen == DAY0
+    without = follow_patient([StudyInput(key=1, study_date=DAY0, nodules=(nodule(10, A, 6.0),)), second])
+    assert next(n for n in without.studies[1].nodules if n.key == 21).category is LungRads.CAT3
+
+
 def test_study_inputs_and_defaults() -> None:
     measurement, assumed = measurement_from_finding(nodule_type=None, diameter_mm=6.04)
     assert measurement.mean_diameter_mm == 6.0 and assumed == ("nodule_type unknown: solid",)

@@ -106,12 +106,13 @@ def update_patient(
 
 
 def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) -> StudyInput:
-    """The screening input of one dated study: its findings that ``criteria`` accept, measured."""
+    """The screening input of one dated study: its findings that ``criteria`` accept, measured, as nodules; the
+    others as candidates (looked at in retrospect when a nodule of the next study seems new)."""
     if study.study_date is None:
         raise ValueError(f"analysis {study.analysis_id} has no study date")
-    nodules = []
+    nodules, candidates = [], []
     for finding in study.findings:
-        if not criteria.accepts(finding.probability, finding.diameter_mm):
+        if finding.diameter_mm <= 0:
             continue
         measurement, assumed = measurement_from_finding(
             nodule_type=finding.nodule_type,
@@ -120,15 +121,15 @@ def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) ->
             short_axis_mm=finding.short_axis_mm,
             solid_component_mm=finding.solid_component_mm,
         )
-        nodules.append(
-            Observation(
-                key=finding.id,
-                centre_mm=finding.centre_mm,
-                measurement=measurement,
-                volume_mm3=finding.volume_mm3,
-                assumed=assumed,
-            )
+        observation = Observation(
+            key=finding.id,
+            centre_mm=finding.centre_mm,
+            measurement=measurement,
+            volume_mm3=finding.volume_mm3,
+            assumed=assumed,
         )
+        accepted = criteria.accepts(finding.probability, finding.diameter_mm)
+        (nodules if accepted else candidates).append(observation)
     sex = (rows.sex or "").upper()
     return StudyInput(
         key=study.analysis_id,
@@ -137,6 +138,7 @@ def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) ->
         age_years=study.age_years,
         female={"F": True, "M": False}.get(sex),
         scan_range_z_mm=study.scan_range_z_mm,
+        candidates=tuple(candidates),
     )
 
 

@@ -40,7 +40,7 @@ PATIENT_LOCK_CLASS = 0x6E54
 @dataclass(frozen=True, slots=True)
 class FindingRow:
     """One finding as stored: centre (x, y, z, mm), mean diameter and axes (mm), volume (mm3), type, solid
-    component (mm), classifier probability (0 to 1) and the lesion it is linked to now."""
+    component (mm), detector score and classifier probability (0 to 1), and the lesion it is linked to now."""
 
     id: int
     centre_mm: tuple[float, float, float]
@@ -51,6 +51,7 @@ class FindingRow:
     nodule_type: str | None
     solid_component_mm: float | None
     probability: float | None
+    score: float
     lesion_id: int | None
 
 
@@ -168,6 +169,7 @@ def load_patient(session: Session, patient_id: int, model: str) -> PatientRows:
                     nodule_type=f.nodule_type,
                     solid_component_mm=f.solid_component_mm,
                     probability=f.probability,
+                    score=f.score,
                     lesion_id=f.lesion_id,
                 )
             )

@@ -171,8 +171,13 @@ def test_study_inputs_and_defaults() -> None:
     assert part_solid.solid_component_mm == 9.0 and part_solid.long_axis_mm == 10.0 and assumed == ()
     assert is_upper_lobe(200.0, (0.0, 250.0)) and not is_upper_lobe(100.0, (250.0, 0.0))
     assert FOLLOW_UP_DAYS[LungRads.CAT3] == 182 and FOLLOW_UP_DAYS[LungRads.CAT4A] == 91
-    criteria = NoduleCriteria(min_probability=0.5, min_diameter_mm=4.0)
-    assert criteria.accepts(0.9, 4.0) and not criteria.accepts(0.4, 10.0) and not criteria.accepts(None, 3.9)
+    faint_core, assumed = measurement_from_finding(nodule_type="part_solid", diameter_mm=12.0, solid_component_mm=1.2)
+    assert faint_core.nodule_type == "ground_glass" and faint_core.solid_component_mm is None
+    assert assumed == ("solid component 1.2 mm below 2.5 mm: ground glass",)
+    criteria = NoduleCriteria(min_probability=0.5, min_diameter_mm=4.0, min_score=0.98)
+    assert criteria.accepts(0.9, 4.0, 0.99) and criteria.accepts(None, 4.0, None)
+    assert not criteria.accepts(0.4, 10.0, 1.0) and not criteria.accepts(None, 3.9)
+    assert not criteria.accepts(1.0, 9.0, 0.9)
     result = follow_patient([StudyInput(key=1, study_date=DAY0, nodules=(nodule(1, A, 5.0),))])
     assumptions = result.studies[0].assumptions
     assert assumptions["sex"] == "unknown: male" and "62" in str(assumptions["age_years"])
@@ -184,12 +189,13 @@ def test_study_inputs_and_defaults() -> None:
 
 @dataclass(frozen=True)
 class Spot:
-    """A finding to store: centre (mm), mean diameter (mm), classifier probability, volume (mm3)."""
+    """A finding to store: centre (mm), mean diameter (mm), classifier probability, type, detector score."""
 
     centre: tuple[float, float, float]
     diameter_mm: float
     probability: float = 0.95
     kind: str = "solid"
+    score: float = 0.99
 
 
 class Archive:
@@ -252,7 +258,7 @@ class Archive:
                             analysis_id=analysis.id,
                             ordinal=ordinal,
                             label="nodule",
-                            score=0.9,
+                            score=spot.score,
                             center_x_mm=x,
                             center_y_mm=y,
                             center_z_mm=z,

@@ -265,7 +265,11 @@ def score(
         ),
     }
     return {
-        "criteria": {"min_probability": criteria.min_probability, "min_diameter_mm": criteria.min_diameter_mm},
+        "criteria": {
+            "min_score": criteria.min_score,
+            "min_probability": criteria.min_probability,
+            "min_diameter_mm": criteria.min_diameter_mm,
+        },
         "studies": len(per_study),
         "lungrads_agree": agree,
         "lungrads_accuracy": agree / len(per_study) if per_study else None,
@@ -490,7 +494,10 @@ def _confusion(per_study: list[dict[str, object]]) -> dict[str, dict[str, int]]:
 
 
 SWEEP = tuple(
-    NoduleCriteria(min_probability=p, min_diameter_mm=d) for p in (0.0, 0.3, 0.5, 0.7, 0.9) for d in (0.0, 4.0, 5.0)
+    NoduleCriteria(min_score=s, min_probability=p, min_diameter_mm=d)
+    for s in (0.0, 0.8, 0.9, 0.95, 0.98)
+    for p in (0.0, 0.5, 0.9)
+    for d in (3.0, 4.0, 5.0)
 )
 """Nodule criteria scored besides the default, to show how the choice of findings moves the figures."""
 

@@ -435,3 +435,25 @@ def test_cli_follows_one_patient_by_key_or_every_patient(sqlite_url: str, monkey
     assert runner.invoke(main, ["follow-up"]).exit_code == 2  # neither --patient-key nor --all
     unknown = runner.invoke(main, ["follow-up", "--patient-key", "NS9999"])
     assert unknown.exit_code == 2 and "no patient has this key" in unknown.output
+
+
+def test_two_runs_for_one_patient_at_once_write_one_result(postgres_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = make_engine(postgres_url)
+    factory = make_sessionmaker(engine)
+    archive = Archive(factory)
+    patient = archive.patient()
+    archive.study(patient, DAY0, [Spot(A, 6.0), Spot(B, 5.0)])
+    archive.study(patient, DAY1, [Spot(shifted(A), 8.0), Spot(shifted(C), 5.0)], table_z_mm=SHIFT[2])
+    with ThreadPoolExecutor(max_workers=4) as pool:  # two analyses done at once send the step twice, or more
+        reports = list(pool.map(lambda _: update_patient(factory, patient, MODEL), range(4)))
+    assert {report.lungrads for report in reports} == {"4B"}
+    # the patient's lock serialises them: the first writes, the others find its rows and change nothing
+    wrote = [report.counts.inserted + report.counts.updated > 0 for report in reports]
+    assert sorted(wrote) == [False, False, False, True]
+    with factory() as session:
+        labels = sorted(label for (label,) in session.execute(select(Lesion.label)))
+        assessed = session.scalars(select(Assessment)).all()
+    engine.dispose()
+    assert labels == [1, 2, 3] and len(assessed) == 2

@@ -222,6 +222,7 @@ def score(
     hits: list[_Hit] = []
     track_patient: dict[str, int] = {}
     causes: dict[str, int] = {}
+    brock: list[tuple[float, float, bool, bool]] = []  # (ours, truth, our upper lobe, true upper lobe)
     for truth_study in truth.studies:
         study_id, patient_id = studies[truth_study.study_uid]
         _, row = analysis_of_study[study_id]
@@ -231,6 +232,8 @@ def score(
         for hit in study_hits:
             track_patient[hit.track_id] = patient_id
         hits.extend(study_hits)
+        study_in = next(s for s in inputs[patient_id] if s.key == row.analysis_id)
+        brock.extend(_brock_pairs(truth_study, study_hits, assessed, study_in))
         ours, expected = assessed.category.value, truth_study.lung_rads
         cause = "" if ours == expected else _cause(ours, expected, assessed, study_hits, first_study)
         if cause:
@@ -282,6 +285,7 @@ def score(
         "tracking": tracking,
         "vdt": vdt,
         "detection": detection,
+        "brock": _brock_summary(brock),
         "per_study": per_study,
     }
 
@@ -347,6 +351,42 @@ def _history_cause(result: NoduleResult, hit: _Hit, first_study: dict[str, int])
     if not result.new and truly_new:
         return "tracking: a new nodule matched to an earlier one"
     return ""
+
+
+def _brock_pairs(
+    truth_study: StudyTruth, hits: list[_Hit], assessed: StudyResult, study_in: StudyInput
+) -> list[tuple[float, float, bool, bool]]:
+    """(our Brock, true Brock, our upper lobe, true upper lobe) of each true nodule kept as a nodule."""
+    from screening.longitudinal import is_upper_lobe
+    from synth.anatomy import UPPER_LOBES
+
+    ours = {n.key: n for n in assessed.nodules}
+    centres = {n.key: n.centre_mm for n in study_in.nodules}
+    records = {n.nodule_id: n for n in truth_study.nodules}
+    pairs = []
+    for hit in hits:
+        result = ours.get(hit.finding_id) if hit.kept else None
+        record = records[hit.track_id]
+        if result is None or result.brock_probability is None or record.brock_probability is None:
+            continue
+        upper = study_in.scan_range_z_mm is not None and is_upper_lobe(
+            centres[hit.finding_id][2], study_in.scan_range_z_mm
+        )
+        pairs.append((result.brock_probability, record.brock_probability, upper, record.lobe in UPPER_LOBES))
+    return pairs
+
+
+def _brock_summary(pairs: list[tuple[float, float, bool, bool]]) -> dict[str, object]:
+    """How our Brock probabilities compare with the truth's (which knows spiculation and the lobe)."""
+    if not pairs:
+        return {"nodules": 0}
+    ours, true = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return {
+        "nodules": len(pairs),
+        "median_abs_difference": round(float(np.median(np.abs(ours - true))), 5),
+        "same_side_of_10pct": round(float(np.mean((ours >= 0.1) == (true >= 0.1))), 4),
+        "upper_lobe_agreement": round(float(np.mean([p[2] == p[3] for p in pairs])), 4),
+    }
 
 
 def _score_tracking(

@@ -227,7 +227,7 @@ def score(
         study_id, patient_id = studies[truth_study.study_uid]
         _, row = analysis_of_study[study_id]
         assessed = by_analysis[row.analysis_id]
-        kept = {nodule.key for nodule in next(s for s in inputs[patient_id] if s.key == row.analysis_id).nodules}
+        kept = {nodule.key for nodule in assessed.nodules}  # the criteria's, and candidates at known lesions
         study_hits = _match_truth(truth_study, row.findings, kept)
         for hit in study_hits:
             track_patient[hit.track_id] = patient_id
@@ -260,11 +260,11 @@ def score(
         "found_and_kept": sum(h.kept for h in hits),
         "found_6mm_plus": sum(h.finding_id is not None for h in hits if h.diameter_mm >= 6.0),
         "true_6mm_plus": sum(h.diameter_mm >= 6.0 for h in hits),
-        "kept_findings": sum(len(s.nodules) for studies_ in inputs.values() for s in studies_),
+        "kept_findings": sum(len(s.nodules) for result in results.values() for s in result.studies),
         "kept_false_positives": sum(
             len({n.key for n in s.nodules} - {h.finding_id for h in hits})
-            for studies_ in inputs.values()
-            for s in studies_
+            for result in results.values()
+            for s in result.studies
         ),
     }
     return {
@@ -361,7 +361,7 @@ def _brock_pairs(
     from synth.anatomy import UPPER_LOBES
 
     ours = {n.key: n for n in assessed.nodules}
-    centres = {n.key: n.centre_mm for n in study_in.nodules}
+    centres = {n.key: n.centre_mm for n in (*study_in.nodules, *study_in.candidates)}
     records = {n.nodule_id: n for n in truth_study.nodules}
     pairs = []
     for hit in hits:
@@ -446,7 +446,7 @@ def _score_vdt(
         nodule.key: (nodule, study.study_date)
         for studies in inputs.values()
         for study in studies
-        for nodule in study.nodules
+        for nodule in (*study.nodules, *study.candidates)
     }
     largest: dict[str, float] = defaultdict(float)
     for hit in hits:

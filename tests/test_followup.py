@@ -457,3 +457,20 @@ def test_two_runs_for_one_patient_at_once_write_one_result(postgres_url: str) ->
         assessed = session.scalars(select(Assessment)).all()
     engine.dispose()
     assert labels == [1, 2, 3] and len(assessed) == 2
+
+
+def test_a_study_without_a_date_is_assessed_incomplete(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    archive = Archive(factory)
+    patient = archive.patient()
+    dated = archive.study(patient, DAY0, [Spot(A, 9.0)])
+    undated = archive.study(patient, None, [Spot(A, 9.0)])  # type: ignore[arg-type]
+    report = update_patient(factory, patient, MODEL)
+    with factory() as session:
+        rows = {a.analysis_id: a for a in session.scalars(select(Assessment))}
+        status = session.scalars(select(PatientStatus)).one()
+    assert report.lungrads == "4A" and status.latest_analysis_id == dated[MODEL]
+    assert rows[undated[MODEL]].lungrads == "0" and "no date" in rows[undated[MODEL]].reason
+    assert labelled(factory, undated[MODEL]) == {0: None}
+    engine.dispose()

@@ -31,6 +31,7 @@ component of a part-solid nodule (its whole diameter), an unknown age (62 years,
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -244,6 +245,14 @@ def measurement_from_finding(
         except ValueError:
             pass
     return Measurement.from_mean_diameter(kind, mean, solid_component_mm=solid), tuple(assumed)
+
+
+def same_nodule(a: Observation, b: Observation) -> bool:
+    """True when two findings of one study are one nodule: their centres lie closer than half the larger mean
+    diameter (mm), so their spheres would overlap past each other's centre. Two distinct nodules cannot; a
+    detector's duplicate candidates, re-centred on the same nodule by the measurement, do."""
+    larger = max(a.measurement.mean_diameter_mm, b.measurement.mean_diameter_mm)
+    return math.dist(a.centre_mm, b.centre_mm) < larger / 2
 
 
 def is_upper_lobe(z_mm: float, scan_range_z_mm: tuple[float, float]) -> bool:

@@ -474,3 +474,17 @@ def test_a_study_without_a_date_is_assessed_incomplete(sqlite_url: str) -> None:
     assert rows[undated[MODEL]].lungrads == "0" and "no date" in rows[undated[MODEL]].reason
     assert labelled(factory, undated[MODEL]) == {0: None}
     engine.dispose()
+
+
+def test_a_duplicate_finding_of_one_nodule_is_left_out(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    archive = Archive(factory)
+    patient = archive.patient()
+    near = (A[0] + 0.5, A[1], A[2])  # the detector's second candidate on the same 15 mm nodule
+    first = archive.study(patient, DAY0, [Spot(near, 14.8, score=0.985), Spot(A, 15.1, score=1.0)])
+    second = archive.study(patient, DAY1, [Spot(shifted(A), 15.2)], table_z_mm=SHIFT[2])
+    report = update_patient(factory, patient, MODEL)
+    assert (report.nodules, report.lesions) == (2, 1)
+    assert labelled(factory, first[MODEL]) == {0: None, 1: 1} and labelled(factory, second[MODEL]) == {0: 1}
+    engine.dispose()

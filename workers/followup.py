@@ -34,6 +34,7 @@ from screening.longitudinal import (
     StudyInput,
     follow_patient,
     measurement_from_finding,
+    same_nodule,
 )
 
 log = logging.getLogger(__name__)
@@ -113,13 +114,23 @@ def update_patient(
 
 def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) -> StudyInput:
     """The screening input of one dated study: its findings that ``criteria`` accept, measured, as nodules; the
-    others as candidates (looked at in retrospect when a nodule of the next study seems new)."""
+    others as candidates (looked at in retrospect when a nodule of the next study seems new). A finding on the
+    same nodule as a finding taken before it (accepted first, then by detector score) is the detector's duplicate
+    and is left out (:func:`screening.longitudinal.same_nodule`)."""
     if study.study_date is None:
         raise ValueError(f"analysis {study.analysis_id} has no study date")
-    nodules, candidates = [], []
-    for finding in study.findings:
-        if finding.diameter_mm <= 0:
-            continue
+    nodules: list[Observation] = []
+    candidates: list[Observation] = []
+    ranked = sorted(
+        (finding for finding in study.findings if finding.diameter_mm > 0),
+        key=lambda f: (
+            not criteria.accepts(f.probability, f.diameter_mm, f.score),
+            -f.score,
+            -(f.probability or 0.0),
+            f.id,
+        ),
+    )
+    for finding in ranked:
         measurement, assumed = measurement_from_finding(
             nodule_type=finding.nodule_type,
             diameter_mm=finding.diameter_mm,
@@ -134,17 +145,19 @@ def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) ->
             volume_mm3=finding.volume_mm3,
             assumed=assumed,
         )
+        if any(same_nodule(observation, taken) for taken in (*nodules, *candidates)):
+            continue
         accepted = criteria.accepts(finding.probability, finding.diameter_mm, finding.score)
         (nodules if accepted else candidates).append(observation)
     sex = (rows.sex or "").upper()
     return StudyInput(
         key=study.analysis_id,
         study_date=study.study_date,
-        nodules=tuple(nodules),
+        nodules=tuple(sorted(nodules, key=lambda n: n.key)),
         age_years=study.age_years,
         female={"F": True, "M": False}.get(sex),
         scan_range_z_mm=study.scan_range_z_mm,
-        candidates=tuple(candidates),
+        candidates=tuple(sorted(candidates, key=lambda n: n.key)),
     )
 
 

@@ -524,6 +524,20 @@ def _fitted_vdt(points: list[tuple[dt.date, float]]) -> float | None:
     return math.log(2.0) / slope if slope > 0 else None
 
 
+def _summary(result: dict[str, object]) -> dict[str, object]:
+    """The figures of one scoring, without its per-study and per-lesion rows."""
+    tracking, vdt = result["tracking"], result["vdt"]
+    assert isinstance(tracking, dict) and isinstance(vdt, dict)
+    return {
+        "criteria": result["criteria"],
+        "lungrads_accuracy": result["lungrads_accuracy"],
+        "lungrads_causes": result["lungrads_causes"],
+        "tracking": {k: v for k, v in tracking.items() if k != "wrong"},
+        "vdt": {k: v for k, v in vdt.items() if k != "rows"},
+        "detection": result["detection"],
+    }
+
+
 def _confusion(per_study: list[dict[str, object]]) -> dict[str, dict[str, int]]:
     """truth category -> assessed category -> studies."""
     table: dict[str, dict[str, int]] = {}
@@ -592,10 +606,7 @@ def evaluate(
         "targets": TARGETS,
         "step": {"patients": len(pairs), "seconds": round(step_s, 2), "stored_vs_pure_disagreements": disagreements},
         "result": main,
-        "sweep": [
-            {k: v for k, v in score(truth, factory, model, criteria).items() if k not in ("per_study",)}
-            for criteria in sweep
-        ],
+        "sweep": [_summary(score(truth, factory, model, criteria)) for criteria in sweep],
     }
     if out_path is not None:
         out_path.parent.mkdir(parents=True, exist_ok=True)

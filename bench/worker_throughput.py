@@ -143,8 +143,12 @@ def end_to_end(settings: Settings, url: str, ids: list[int], warmup: int, log_pa
         last = max(r.finished_at for r in rows).timestamp()
         elapsed = last - start_wall if last > start_wall else time.perf_counter() - start
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        worker.terminate()  # a soft shutdown: an idle worker exits at once
+        try:
+            worker.wait(timeout=settings.worker_soft_shutdown_s + 30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
         engine.dispose()
     failed = [r for r in rows if r.status != AnalysisStatus.DONE]
     if failed:

@@ -307,14 +307,15 @@ def _triple(text: str, kind: type, option: str) -> tuple:
 
 
 @main.command()
-@click.option("--patients", type=int, default=4, show_default=True)
+@click.option("--patients", type=int, default=3, show_default=True)
+@click.option("--studies", type=click.IntRange(1, 4), default=2, show_default=True, help="Studies per patient.")
 @click.option("--timeout", type=float, default=600, show_default=True, help="Seconds to wait for results.")
 @click.pass_obj
-def demo(settings: Settings, patients: int, timeout: float) -> None:
-    """Synthesise an archive, start a worker on the embedded broker, scan, wait, print the findings."""
+def demo(settings: Settings, patients: int, studies: int, timeout: float) -> None:
+    """Synthesise an archive, start a worker on the embedded broker, scan, wait, print findings and Lung-RADS."""
     from nightscan.demo import run_demo
 
-    sys.exit(run_demo(settings, patients=patients, timeout_s=timeout))
+    sys.exit(run_demo(settings, patients=patients, studies=studies, timeout_s=timeout))
 
 
 @main.command()

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.migrate import upgrade
-from db.models import Analysis, AnalysisStatus, Finding, Study
+from db.models import Analysis, AnalysisStatus, Assessment, Finding, Study
 from nightscan.progress import progress_bar
 from nightscan.runtime import session_factory, task_sender
 from nightscan.settings import Settings
@@ -38,7 +38,7 @@ DEMO_SPACING_ZYX_MM = (2.5, 1.4, 1.4)  # a chest CT's slices and pixels (the det
 LARGE_MM = 8.0  # Lung-RADS 4A at baseline starts here
 
 
-def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
+def run_demo(settings: Settings, *, patients: int, studies: int = 2, timeout_s: float) -> int:
     """Run the demo in ``<data_dir>/demo``; return a process exit code (0 when every study is done)."""
     data_dir = (settings.data_dir / "demo").resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -46,7 +46,12 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
     console = Console(width=max(Console().width, 120))
     archive = open_storage(demo.resolved_archive_url, demo)
     truth = generate_archive(
-        archive.put, n_patients=patients, seed=DEMO_SEED, shape_zyx=DEMO_SHAPE_ZYX, spacing_zyx_mm=DEMO_SPACING_ZYX_MM
+        archive.put,
+        n_patients=patients,
+        seed=DEMO_SEED,
+        studies_per_patient=studies,
+        shape_zyx=DEMO_SHAPE_ZYX,
+        spacing_zyx_mm=DEMO_SPACING_ZYX_MM,
     )
     console.print(f"synthetic archive: {len(truth.studies)} studies in {demo.resolved_archive_url}")
     upgrade(demo.resolved_database_url)
@@ -58,6 +63,7 @@ def run_demo(settings: Settings, *, patients: int, timeout_s: float) -> int:
         report = scan(demo.resolved_archive_url, demo, factory, task_sender(demo))
         console.print(f"scan: {report.listed} objects, {report.planned} studies planned, {report.enqueued} enqueued")
         finished = _wait(factory, report.enqueued, worker, timeout_s)
+        finished = finished and _wait_for_follow_up(factory, worker, timeout_s=120)
     finally:
         _stop_worker(worker)
     score = _score_against_truth(factory, truth)
@@ -85,7 +91,7 @@ def _start_worker(data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
     }
     with log_path.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "nightscan.cli", "worker", "--queues", "gpu"],
+            [sys.executable, "-m", "nightscan.cli", "worker", "--queues", "gpu,cpu"],  # cpu: the follow-up
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -119,6 +125,22 @@ def _wait(factory: sessionmaker[Session], expected: int, worker: subprocess.Pope
             seen = count or 0
             time.sleep(0.5)
     return seen >= expected
+
+
+def _wait_for_follow_up(factory: sessionmaker[Session], worker: subprocess.Popen[bytes], *, timeout_s: float) -> bool:
+    """Wait until every done analysis has its Lung-RADS assessment (the per-patient step, on the cpu queue)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and worker.poll() is None:
+        with factory() as session:
+            done = session.scalar(
+                select(func.count()).select_from(Analysis).where(Analysis.status == AnalysisStatus.DONE)
+            )
+            assessed = session.scalar(select(func.count()).select_from(Assessment))
+        if (assessed or 0) >= (done or 0):
+            return True
+        time.sleep(0.5)
+    log.error("the per-patient follow-up did not assess every study within %.0f s", timeout_s)
+    return False
 
 
 @dataclass

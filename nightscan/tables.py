@@ -6,17 +6,22 @@ from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from db.models import Analysis, Instance, Patient, ScanRun, Series, SeriesSelection, Study
+from db.models import Analysis, Assessment, Instance, Lesion, Patient, ScanRun, Series, SeriesSelection, Study
 
 
 def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[int, int]] | None = None) -> Table:
-    """One row per analysis: pseudonymous patient, study date, slices, status, time and findings.
+    """One row per analysis: pseudonymous patient, study date, slices, status, time, findings (with their lesion
+    labels once the per-patient step has run) and the study's Lung-RADS category.
 
     ``truth_counts`` (StudyInstanceUID -> (true nodules, of them found)) adds a ground-truth column,
     for synthetic archives.
     """
-    table = Table(title="nightscan results", caption="findings: detector box diameter in mm (coarse) @ detector score")
-    for column in ("patient", "study date", "slices", "model", "status", "seconds", "findings"):
+    table = Table(
+        title="nightscan results",
+        caption="findings: [lesion] mean diameter in mm (measured, else the detector box) @ detector score; "
+        "Lung-RADS v2022 of the study",
+    )
+    for column in ("patient", "study date", "slices", "model", "status", "seconds", "findings", "Lung-RADS"):
         table.add_column(column, overflow="fold")
     if truth_counts is not None:
         table.add_column("truth found")
@@ -31,8 +36,17 @@ def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[
             .options(selectinload(Analysis.findings), selectinload(Analysis.study).selectinload(Study.patient))
             .order_by(Patient.patient_key, Study.study_date)
         )
+        categories = dict(session.execute(select(Assessment.analysis_id, Assessment.lungrads)).all())
+        labels = dict(session.execute(select(Lesion.id, Lesion.label)).all())
         for a in analyses:
-            findings = ", ".join(f"{f.diameter_mm:.1f} @ {f.score:.2f}" for f in a.findings) or "none"
+            findings = (
+                ", ".join(
+                    (f"L{labels[f.lesion_id]} " if f.lesion_id in labels else "")
+                    + f"{f.diameter_mm:.1f} @ {f.score:.2f}"
+                    for f in a.findings
+                )
+                or "none"
+            )
             if a.error:
                 findings = f"[red]{a.error}[/red]"
             row = [
@@ -43,6 +57,7 @@ def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[
                 a.status.value,
                 f"{sum(a.timings_s.values()):.1f}" if a.timings_s else "",
                 findings,
+                categories.get(a.id, ""),
             ]
             if truth_counts is not None:
                 total, found = truth_counts.get(a.study.study_instance_uid, (0, 0))

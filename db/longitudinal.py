@@ -40,7 +40,8 @@ PATIENT_LOCK_CLASS = 0x6E54
 @dataclass(frozen=True, slots=True)
 class FindingRow:
     """One finding as stored: centre (x, y, z, mm), mean diameter and axes (mm), volume (mm3), type, solid
-    component (mm), detector score and classifier probability (0 to 1), and the lesion it is linked to now."""
+    component (mm), detector score and classifier probability (0 to 1), the lesion it is linked to now, and its
+    spiculation score (0 to 1; None: not measured)."""
 
     id: int
     centre_mm: tuple[float, float, float]
@@ -53,6 +54,7 @@ class FindingRow:
     probability: float | None
     score: float
     lesion_id: int | None
+    spiculation: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +173,7 @@ def load_patient(session: Session, patient_id: int, model: str) -> PatientRows:
                     probability=f.probability,
                     score=f.score,
                     lesion_id=f.lesion_id,
+                    spiculation=f.spiculation,
                 )
             )
     ranges = scan_ranges_z_mm(session, {row.series_id for row in analyses})

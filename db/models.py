@@ -278,6 +278,7 @@ class Finding(Base):
     short_axis_mm: Mapped[float | None] = mapped_column(Float)
     volume_mm3: Mapped[float | None] = mapped_column(Float)
     solid_component_mm: Mapped[float | None] = mapped_column(Float)  # part-solid nodules: the core's mean diameter
+    spiculation: Mapped[float | None] = mapped_column(Float)  # 0 to 1; spiculated from measurement.SPICULATED_SCORE
     # the lesion this finding was tracked to by the longitudinal step; None: not a nodule, or not yet tracked
     lesion_id: Mapped[int | None] = mapped_column(ForeignKey("lesions.id", ondelete="SET NULL"), index=True)
 

@@ -102,6 +102,11 @@ PLATEAU_NOISE = 1.0  # ...or, for a nodule of n voxels, this / sqrt(n): few voxe
 CORE_OPENING_SHARE = 0.7  # the core is opened with a ball of this share of its inscribed radius (vessels go)
 VESSEL_ELONGATION = 2.5  # a dense part longer than this many times its width is a vessel, not a core
 CORE_DEPTH_SHARE = 0.2  # a solid core lies deeper than this share of the inscribed radius (not a vessel at the edge)
+SPICULE_RIM_MM = 1.0  # tissue this close to the segmentation is its partial-volume rim, not an appendage
+SPICULE_REACH_SHARE = 1.3  # an appendage reaching further than this many equivalent radii is a vessel
+SPICULE_MIN_LENGTH_MM = 0.5  # shorter appendages are noise on the rim, not listed
+SPICULE_FULL_MM = 3.2  # a spicule this long (mm beyond the rim) gives a spiculation score of 1
+SPICULATED_SCORE = 0.5  # from this score on (a spicule of 1.6 mm), a nodule is spiculated; see _spicules
 
 __all__ = [
     "NATIVE_GRID",
@@ -127,7 +132,9 @@ class NoduleMeasurement:
     mean diameter of the solid core, for part-solid nodules only; ``solid_fraction`` the share of the
     nodule's volume at solid density; ``mean_hu`` its mean density; ``juxtapleural`` True when part of the
     nodule was restored inside the chest wall; ``plateau_share`` the ground-glass evidence the type rests on
-    (see :func:`_classify`).
+    (see :func:`_classify`). ``spicule_lengths_mm`` are the lengths (mm, longest first) of the spicules found
+    (:func:`_spicules`), and ``spiculation`` a score from 0 to 1: the longest spicule's length over
+    :data:`SPICULE_FULL_MM`, capped at 1; the nodule counts as spiculated from :data:`SPICULATED_SCORE` on.
     """
 
     long_axis_mm: float
@@ -144,15 +151,23 @@ class NoduleMeasurement:
     mean_hu: float
     juxtapleural: bool = False
     plateau_share: float = 0.0
+    spicule_lengths_mm: tuple[float, ...] = ()
+    spiculation: float = 0.0
 
-    def to_measurement(self, *, spiculated: bool = False) -> Measurement:
-        """The screening rules' :class:`screening.types.Measurement` of this nodule."""
+    @property
+    def spiculated(self) -> bool:
+        """True when the spiculation score reaches :data:`SPICULATED_SCORE` (a spicule of 1.6 mm or longer)."""
+        return self.spiculation >= SPICULATED_SCORE
+
+    def to_measurement(self, *, spiculated: bool | None = None) -> Measurement:
+        """The screening rules' :class:`screening.types.Measurement` of this nodule; ``spiculated`` None: as
+        measured (:attr:`spiculated`)."""
         return Measurement.from_axes(
             self.nodule_type,
             self.long_axis_mm,
             self.short_axis_mm,
             solid_component_mm=self.solid_component_mm,
-            spiculated=spiculated,
+            spiculated=self.spiculated if spiculated is None else spiculated,
         )
 
 
@@ -375,6 +390,8 @@ def _measure_in_patch(
     if debug is not None:
         debug.update(nodule=nodule, values=values, plateau=plateau, shape=shape)
 
+    spicules = _spicules(nodule, low & envelope, ~envelope, step)
+
     points = np.argwhere(nodule)
     centroid = points.mean(axis=0)
     plane = int(centroid[0] + 0.5)
@@ -418,7 +435,49 @@ def _measure_in_patch(
         mean_hu=float(fine[nodule].mean()),
         juxtapleural=juxtapleural,
         plateau_share=plateau,
+        spicule_lengths_mm=tuple(round(v, 2) for v in spicules),
+        spiculation=round(min(1.0, spicules[0] / SPICULE_FULL_MM), 3) if spicules else 0.0,
     )
+
+
+def _spicules(nodule: np.ndarray, tissue: np.ndarray, wall: np.ndarray, step: float) -> list[float]:
+    """Lengths (mm beyond the rim, longest first) of the appendages of ``tissue`` that stick out of ``nodule`` and
+    end in the lung: spicules. All masks are on the same fine grid of ``step`` mm; ``wall`` is the chest wall.
+
+    The segmentation leaves spicules out (the opening and the fitted shape cut them like vessel stubs), but the
+    tissue mask (ground glass or denser) keeps them. Tissue farther than :data:`SPICULE_RIM_MM` from the nodule
+    (its partial-volume rim lies nearer) splits into components; a spicule is one that touches the rim and
+    ends within :data:`SPICULE_REACH_SHARE` equivalent radii of the nodule (a vessel goes on), away from the
+    wall and the patch border. Appendages shorter than :data:`SPICULE_MIN_LENGTH_MM` are not listed.
+
+    On 80 synthetic phantoms at 2.5 x 1.4 x 1.4 mm (``python -m models.measurement --spiculation``), the longest
+    appendage of the smooth nodules of 4 mm or more stayed under 1.3 mm but in 4 of 187, while 30 of 41 spiculated
+    nodules of 8 mm or more had one of 1.6 mm or more: hence :data:`SPICULATED_SCORE` at 1.6 mm.
+    """
+    volume = float(nodule.sum()) * step**3
+    radius = (3.0 * volume / (4.0 * np.pi)) ** (1 / 3)
+    outside = ndimage.distance_transform_edt(~nodule, sampling=step)
+    reach = SPICULE_REACH_SHARE * radius + SPICULE_RIM_MM
+    appendages = tissue & (outside > SPICULE_RIM_MM)
+    labels, count = ndimage.label(appendages, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return []
+    index = np.arange(1, count + 1)
+    nearest = ndimage.minimum(outside, labels, index)
+    farthest = ndimage.maximum(outside, labels, index)
+    near_wall = ndimage.maximum(_dilate(wall, 2 * step, step), labels, index) if wall.any() else np.zeros(count)
+    border = np.zeros(count + 1, dtype=bool)
+    for axis in range(3):
+        for side in (0, -1):
+            border[np.unique(np.take(labels, side, axis=axis))] = True
+    lengths = []
+    for n in range(count):
+        attached = nearest[n] <= SPICULE_RIM_MM + 1.5 * step
+        if attached and not border[n + 1] and not near_wall[n] and farthest[n] <= reach:
+            length = float(farthest[n]) - SPICULE_RIM_MM
+            if length >= SPICULE_MIN_LENGTH_MM:
+                lengths.append(length)
+    return sorted(lengths, reverse=True)
 
 
 def _search_mm(patch: _Patch) -> np.ndarray:
@@ -841,6 +900,43 @@ class PhantomEvaluation:
         ]
         return float(np.mean([abs(a - b) for a, b in pairs])) if pairs else 0.0
 
+    def spiculation_figures(self, min_diameter_mm: float, max_diameter_mm: float = np.inf) -> dict[str, float]:
+        """Spiculation against the truth for the measured solid and part-solid nodules (the synthetic ground-glass
+        ones carry no spicules) of ``min_diameter_mm`` to under ``max_diameter_mm`` (true mean diameter):
+        counts, ROC AUC of the score (ties count half; NaN without both classes), sensitivity and specificity of
+        :attr:`NoduleMeasurement.spiculated`, accuracy."""
+        group = [
+            o
+            for o in self._ok(min_diameter_mm)
+            if o.truth_mean_diameter_mm < max_diameter_mm and o.truth_type is not NoduleType.GROUND_GLASS
+        ]
+        positive = [o.measured.spiculation for o in group if o.spiculated]
+        negative = [o.measured.spiculation for o in group if not o.spiculated]
+        pairs = np.subtract.outer(np.array(positive), np.array(negative)) if positive and negative else None
+        auc = float(np.mean((pairs > 0) + 0.5 * (pairs == 0))) if pairs is not None else float("nan")
+        hits = sum(o.measured.spiculated for o in group if o.spiculated)
+        false_alarms = sum(o.measured.spiculated for o in group if not o.spiculated)
+        return {
+            "spiculated": len(positive),
+            "smooth": len(negative),
+            "auc": auc,
+            "sensitivity": hits / len(positive) if positive else float("nan"),
+            "specificity": 1 - false_alarms / len(negative) if negative else float("nan"),
+            "accuracy": (hits + len(negative) - false_alarms) / len(group) if group else float("nan"),
+        }
+
+    def spiculation_summary(self) -> str:
+        """Spiculation by size band (:meth:`spiculation_figures`), one line per band."""
+        lines = [f"spiculation, grid {self.shape_zyx} at {self.spacing_zyx_mm} mm (solid and part-solid nodules):"]
+        for low, high in ((4.0, 6.0), (6.0, 8.0), (8.0, 15.0), (15.0, np.inf), (8.0, np.inf), (4.0, np.inf)):
+            f = self.spiculation_figures(low, high)
+            band = f"{low:g} to < {high:g} mm" if np.isfinite(high) else f">= {low:g} mm"
+            lines.append(
+                f"  {band}: {f['spiculated']} spiculated, {f['smooth']} smooth, AUC {f['auc']:.3f}, "
+                f"sensitivity {f['sensitivity']:.3f}, specificity {f['specificity']:.3f}, accuracy {f['accuracy']:.3f}"
+            )
+        return "\n".join(lines)
+
     def summary(self) -> str:
         """A few lines for a log or a report: the headline figures, then the mean diameter by kind of nodule."""
         n6 = len(self._ok(6.0))
@@ -974,8 +1070,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Measurement accuracy on synthetic phantoms, at two grids.")
     parser.add_argument("--n", type=int, default=20, help="phantoms per grid")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--spiculation",
+        action="store_true",
+        help="spiculation by size band instead, at the longitudinal evaluation's grid (100 x 256 x 256, 2.5 x 1.4 mm)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.spiculation:
+        evaluation = evaluate_on_phantoms(args.n, args.seed, shape_zyx=(100, 256, 256), spacing_zyx_mm=(2.5, 1.4, 1.4))
+        logger.info("%s", evaluation.spiculation_summary())
+        raise SystemExit(0)
     for shape_zyx, spacing in (WORKING_GRID, NATIVE_GRID):
         logger.info(
             "%s", evaluate_on_phantoms(args.n, args.seed, shape_zyx=shape_zyx, spacing_zyx_mm=spacing).summary()

@@ -22,10 +22,11 @@ Lung-RADS per nodule: baseline at the first study, ``new`` for a new lesion at a
 against its last observation (growth, size bands, stepping down from its last category); the exam takes its
 most suspicious nodule (:func:`screening.lungrads.exam_category`).
 
-Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``: spiculation (not
-measured: 0, so no 4X), family history and emphysema (Brock: 0), a missing type (solid), a missing solid
-component of a part-solid nodule (its whole diameter), an unknown age (62 years, the model's centre) or sex
-(male), the lobe (upper lobe from the position along the scan, see :func:`is_upper_lobe`).
+Spiculation, where the finding gives it (:func:`measurement_from_finding`), makes a category 3 or 4 nodule 4X
+and enters Brock. Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``:
+spiculation where not measured (0, so no 4X), family history and emphysema (Brock: 0), a missing type (solid),
+a missing solid component of a part-solid nodule (its whole diameter), an unknown age (62 years, the model's
+centre) or sex (male), the lobe (upper lobe from the position along the scan, see :func:`is_upper_lobe`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from screening._checks import positive
+from screening._checks import boolean, positive
 from screening.alignment import align_studies
 from screening.brock import AGE_CENTRE_YEARS, AGE_RANGE_YEARS, brock_probability
 from screening.growth import sphere_volume_mm3, volume_doubling_time_days
@@ -59,6 +60,9 @@ UPPER_LOBE_FRACTION = 0.5
 lobe for Brock. The scan range is planned on the lungs, apex to bases, and the oblique fissures run from high
 at the back to low at the front: on average the upper lobes fill the upper half of the lungs."""
 
+
+SPICULATION_NOT_MEASURED = "spiculation not measured: not spiculated"
+"""The entry of an observation's ``assumed`` when its finding carries no spiculation."""
 
 SOLID_COMPONENT_FLOOR_MM = 2.5
 """A part-solid finding's solid component smaller than this (mm) is not trusted: the nodule counts as ground glass.
@@ -206,13 +210,15 @@ def measurement_from_finding(
     long_axis_mm: float | None = None,
     short_axis_mm: float | None = None,
     solid_component_mm: float | None = None,
+    spiculated: bool | None = None,
 ) -> tuple[Measurement, tuple[str, ...]]:
     """A Lung-RADS measurement from a finding's columns (mm), and the defaults it needed.
 
     A missing type is taken as solid; axes that do not give ``diameter_mm`` as their mean are dropped (the mean
     diameter stands); a part-solid nodule without a solid component takes its whole diameter as solid; a solid
     component below :data:`SOLID_COMPONENT_FLOOR_MM` makes the nodule ground glass; a solid component is dropped
-    for other types and capped at the mean diameter.
+    for other types and capped at the mean diameter. ``spiculated`` None (not measured) counts as not spiculated
+    (no 4X, Brock spiculation 0) and is listed.
     """
     assumed: list[str] = []
     mean = round_mm(positive(diameter_mm, "diameter_mm"))
@@ -221,6 +227,10 @@ def measurement_from_finding(
         kind = NoduleType.SOLID
         assumed.append("nodule_type unknown: solid")
     solid: float | None = None
+    if spiculated is None:
+        spiculated = False
+        assumed.append(SPICULATION_NOT_MEASURED)
+    spiculated = boolean(spiculated, "spiculated")
     if kind is NoduleType.PART_SOLID:
         if solid_component_mm is None or solid_component_mm <= 0:
             solid = mean
@@ -240,11 +250,12 @@ def measurement_from_finding(
                 long_axis_mm=long_axis_mm,
                 short_axis_mm=short_axis_mm,
                 solid_component_mm=solid,
+                spiculated=spiculated,
             )
             return measured, tuple(assumed)
         except ValueError:
             pass
-    return Measurement.from_mean_diameter(kind, mean, solid_component_mm=solid), tuple(assumed)
+    return Measurement.from_mean_diameter(kind, mean, solid_component_mm=solid, spiculated=spiculated), tuple(assumed)
 
 
 def same_nodule(a: Observation, b: Observation) -> bool:
@@ -351,12 +362,14 @@ def _assess_study(
         assumptions["sex"] = "unknown: male"
         female = False
     if nodules:
-        assumptions["spiculation"] = "not measured: 0 (no 4X)"
+        unmeasured = sum(SPICULATION_NOT_MEASURED in nodule.assumed for nodule in nodules)
+        if unmeasured:
+            assumptions["spiculation"] = f"not measured for {unmeasured} of {len(nodules)} nodule(s): 0 (no 4X)"
         if study.scan_range_z_mm is None:
             assumptions["upper_lobe"] = "scan range unknown: 0"
         else:
             assumptions["upper_lobe"] = f"from the position: above {UPPER_LOBE_FRACTION:g} of the scan range"
-    measured = sorted({text for nodule in nodules for text in nodule.assumed})
+    measured = sorted({text for nodule in nodules for text in nodule.assumed} - {SPICULATION_NOT_MEASURED})
     if measured:
         assumptions["measurement"] = measured
 
@@ -378,7 +391,7 @@ def _assess_study(
                 nodule_type=nodule.measurement.nodule_type,
                 upper_lobe=upper,
                 nodule_count=len(nodules),
-                spiculation=False,
+                spiculation=nodule.measurement.spiculated,
             )
             brock = outcome.probability
             defaulted.update(outcome.defaulted)

@@ -26,10 +26,12 @@ from db.models import (
     Series,
     Study,
 )
+from models.measurement import SPICULATED_SCORE
 from screening import LocatedNodule, LungRads
 from screening.alignment import align_studies
 from screening.longitudinal import (
     FOLLOW_UP_DAYS,
+    SPICULATION_NOT_MEASURED,
     NoduleCriteria,
     Observation,
     StudyInput,
@@ -164,16 +166,23 @@ def test_a_nodule_seen_in_retrospect_below_the_criteria_is_not_new() -> None:
 
 def test_study_inputs_and_defaults() -> None:
     measurement, assumed = measurement_from_finding(nodule_type=None, diameter_mm=6.04)
-    assert measurement.mean_diameter_mm == 6.0 and assumed == ("nodule_type unknown: solid",)
+    assert measurement.mean_diameter_mm == 6.0 and not measurement.spiculated
+    assert assumed == ("nodule_type unknown: solid", SPICULATION_NOT_MEASURED)
     part_solid, assumed = measurement_from_finding(
-        nodule_type="part-solid", diameter_mm=9.0, long_axis_mm=10.0, short_axis_mm=8.0, solid_component_mm=12.0
+        nodule_type="part-solid",
+        diameter_mm=9.0,
+        long_axis_mm=10.0,
+        short_axis_mm=8.0,
+        solid_component_mm=12.0,
+        spiculated=True,
     )
     assert part_solid.solid_component_mm == 9.0 and part_solid.long_axis_mm == 10.0 and assumed == ()
+    assert part_solid.spiculated
     assert is_upper_lobe(200.0, (0.0, 250.0)) and not is_upper_lobe(100.0, (250.0, 0.0))
     assert FOLLOW_UP_DAYS[LungRads.CAT3] == 182 and FOLLOW_UP_DAYS[LungRads.CAT4A] == 91
     faint_core, assumed = measurement_from_finding(nodule_type="part_solid", diameter_mm=12.0, solid_component_mm=1.2)
     assert faint_core.nodule_type == "ground_glass" and faint_core.solid_component_mm is None
-    assert assumed == ("solid component 1.2 mm below 2.5 mm: ground glass",)
+    assert assumed == (SPICULATION_NOT_MEASURED, "solid component 1.2 mm below 2.5 mm: ground glass")
     criteria = NoduleCriteria(min_probability=0.5, min_diameter_mm=4.0, min_score=0.98)
     assert criteria.accepts(0.9, 4.0, 0.99) and criteria.accepts(None, 4.0, None)
     assert not criteria.accepts(0.4, 10.0, 1.0) and not criteria.accepts(None, 3.9)
@@ -189,13 +198,15 @@ def test_study_inputs_and_defaults() -> None:
 
 @dataclass(frozen=True)
 class Spot:
-    """A finding to store: centre (mm), mean diameter (mm), classifier probability, type, detector score."""
+    """A finding to store: centre (mm), mean diameter (mm), classifier probability, type, detector score,
+    spiculation score (0 to 1; None: not measured)."""
 
     centre: tuple[float, float, float]
     diameter_mm: float
     probability: float = 0.95
     kind: str = "solid"
     score: float = 0.99
+    spiculation: float | None = None
 
 
 class Archive:
@@ -267,6 +278,7 @@ class Archive:
                             nodule_type=spot.kind,
                             probability=spot.probability,
                             volume_mm3=None,
+                            spiculation=spot.spiculation,
                         )
                     )
                 ids[model] = analysis.id
@@ -487,4 +499,22 @@ def test_a_duplicate_finding_of_one_nodule_is_left_out(sqlite_url: str) -> None:
     report = update_patient(factory, patient, MODEL)
     assert (report.nodules, report.lesions) == (2, 1)
     assert labelled(factory, first[MODEL]) == {0: None, 1: 1} and labelled(factory, second[MODEL]) == {0: 1}
+    engine.dispose()
+
+
+def test_a_spiculated_category_3_nodule_is_4x_and_raises_its_brock(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    archive = Archive(factory)
+    smooth_patient, spiculated_patient = archive.patient(), archive.patient()
+    smooth = archive.study(smooth_patient, DAY0, [Spot(A, 7.0, spiculation=0.1)])
+    spiculated = archive.study(spiculated_patient, DAY0, [Spot(A, 7.0, spiculation=SPICULATED_SCORE)])
+    assert update_patient(factory, smooth_patient, MODEL).lungrads == "3"
+    assert update_patient(factory, spiculated_patient, MODEL).lungrads == "4X"
+    with factory() as session:
+        rows = {a.analysis_id: a for a in session.scalars(select(Assessment))}
+        brock = {f.analysis_id: f.lesion.brock_probability for f in session.scalars(select(Finding))}
+    assert "spiculated -> 4X" in rows[spiculated[MODEL]].reason
+    assert "spiculation" not in rows[spiculated[MODEL]].assumptions  # measured, not assumed
+    assert brock[spiculated[MODEL]] > brock[smooth[MODEL]]
     engine.dispose()

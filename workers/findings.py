@@ -2,8 +2,8 @@
 
 Each candidate's centre goes to patient coordinates (mm) through the volume's affine, and to the instance
 (and frame) through it. :func:`models.measurement.measure_nodule` gives the Lung-RADS axes, the volume, the
-type and the solid component; where it finds no nodule at the centre, the finding keeps the detector's
-box diameter and no measurements, and the reason is logged (without PHI).
+type, the solid component and the spiculation score; where it finds no nodule at the centre, the finding keeps
+the detector's box diameter and no measurements, and the reason is logged (without PHI).
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ def _finding(
         finding.volume_mm3 = round(measurement.volume_mm3, 1)
         finding.nodule_type = measurement.nodule_type.value
         finding.solid_component_mm = measurement.solid_component_mm
+        finding.spiculation = measurement.spiculation
     if classification is not None:
         finding.probability = round(classification.probability, 4)
         finding.nodule_type = classification.nodule_type if measurement is None else finding.nodule_type

@@ -27,6 +27,7 @@ from db.longitudinal import (
     lock_patient,
     write_patient,
 )
+from models.measurement import SPICULATED_SCORE
 from screening.longitudinal import (
     NoduleCriteria,
     Observation,
@@ -137,6 +138,7 @@ def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) ->
             long_axis_mm=finding.long_axis_mm,
             short_axis_mm=finding.short_axis_mm,
             solid_component_mm=finding.solid_component_mm,
+            spiculated=None if finding.spiculation is None else finding.spiculation >= SPICULATED_SCORE,
         )
         observation = Observation(
             key=finding.id,

@@ -35,7 +35,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import transaction
 from db.longitudinal import FindingRow, load_patient, patients_to_follow
 from db.migrate import upgrade
-from db.models import Analysis, AnalysisStatus, Assessment, Study
+from db.models import (
+    Analysis,
+    AnalysisStatus,
+    ArchiveObject,
+    Assessment,
+    Finding,
+    Instance,
+    ObjectStatus,
+    Study,
+)
+from models.measurement import SPICULATED_SCORE
 from nightscan.runtime import session_factory
 from nightscan.settings import Settings
 from nightscan.storage import open_storage
@@ -124,6 +134,7 @@ def prepare(spec: EvaluationArchive, base: Settings, *, synth_workers: int = 1) 
         write_ground_truth(truth, spec.truth_path)
         log.info("wrote %d studies in %.0f s to %s", len(truth.studies), time.perf_counter() - start, spec.archive_dir)
     analyse_all(settings)
+    measure_missing_spiculation(settings)
     return truth, settings
 
 
@@ -160,6 +171,100 @@ def analyse_all(settings: Settings) -> dict[str, int]:
     return outcomes
 
 
+def measure_missing_spiculation(settings: Settings) -> int:
+    """Fill ``findings.spiculation`` where a finding was measured before spiculation was (a database of an older
+    nightscan): the nodule is measured again at its stored centre (the segmentation's centroid, mm) on its
+    study's volume, and only the spiculation score is written. Returns the findings updated.
+
+    The other columns are left as the worker wrote them; the log reports how far the new mean diameter lies from
+    the stored one (the same nodule, measured from its centroid instead of the detector's centre).
+    """
+    from models.measurement import measure_nodule
+    from workers.context import WorkerContext
+    from workers.series import load_series
+    from workers.volume import IrregularSeries
+
+    factory = session_factory(settings)
+    with factory() as session:
+        todo: dict[int, list[Finding]] = defaultdict(list)
+        for finding in session.scalars(
+            select(Finding)
+            .join(Analysis, Analysis.id == Finding.analysis_id)
+            .where(
+                Analysis.status == AnalysisStatus.DONE,
+                Finding.spiculation.is_(None),
+                Finding.long_axis_mm.is_not(None),
+            )
+            .order_by(Finding.id)
+        ):
+            todo[finding.analysis_id].append(finding)
+        objects = {
+            analysis_id: session.execute(
+                select(ArchiveObject.source, ArchiveObject.key)
+                .join(Instance, Instance.object_id == ArchiveObject.id)
+                .join(Analysis, Analysis.series_id == Instance.series_id)
+                .where(Analysis.id == analysis_id, ArchiveObject.status == ObjectStatus.INDEXED)
+                .order_by(ArchiveObject.key)
+            ).all()
+            for analysis_id in todo
+        }
+    if not todo:
+        return 0
+    log.info("measuring spiculation of %d findings in %d analyses", sum(map(len, todo.values())), len(todo))
+    ctx = WorkerContext(settings)
+    start = time.perf_counter()
+    updated = 0
+    differences: list[float] = []
+    for n, (analysis_id, findings) in enumerate(sorted(todo.items()), 1):
+        rows = objects[analysis_id]
+        if not rows:
+            raise LookupError(f"analysis {analysis_id} has findings but no indexed instances")
+        storage = ctx.storage(rows[0].source)
+        volume, _ = load_series(
+            [row.key for row in rows],
+            storage.get,
+            fetch_threads=ctx.settings.fetch_threads,
+            pool=ctx.decode_pool,
+            policy=IrregularSeries(ctx.settings.irregular_series),
+        )
+        scores: dict[int, float] = {}
+        for finding in findings:
+            centre = volume.to_voxel((finding.center_x_mm, finding.center_y_mm, finding.center_z_mm))
+            try:
+                measured = measure_nodule(
+                    volume.hu, volume.spacing_zyx_mm, centre, approx_diameter_mm=finding.diameter_mm
+                )
+            except ValueError as exc:
+                log.info("finding %d (analysis %d) not measured again: %s", finding.id, analysis_id, exc)
+                continue
+            scores[finding.id] = measured.spiculation
+            differences.append(abs(measured.mean_diameter_mm - finding.diameter_mm))
+        with transaction(factory) as session:
+            for finding_id, value in scores.items():
+                row = session.get(Finding, finding_id)
+                if row is not None:
+                    row.spiculation = value
+        updated += len(scores)
+        log.info(
+            "analysis %d: %d of %d findings (%d of %d analyses, %.0f s)",
+            analysis_id,
+            len(scores),
+            len(findings),
+            n,
+            len(todo),
+            time.perf_counter() - start,
+        )
+    if differences:
+        log.info(
+            "spiculation measured on %d findings; mean diameter measured again: median |difference| %.2f mm, "
+            "90th percentile %.2f mm",
+            updated,
+            float(np.median(differences)),
+            float(np.percentile(differences, 90)),
+        )
+    return updated
+
+
 HIT_RADIUS_FLOOR_MM = 2.5
 """A finding is a true nodule's when its centre lies within the nodule's radius (LUNA16), or this many mm for
 nodules smaller than 5 mm (their centre is only known to about a pixel)."""
@@ -178,6 +283,8 @@ class _Hit:
     lung_rads: str
     finding_id: int | None
     kept: bool
+    spiculated: bool = False
+    measured_spiculated: bool | None = None  # None: not found, or its spiculation not measured
 
 
 def score(
@@ -285,6 +392,7 @@ def score(
         "tracking": tracking,
         "vdt": vdt,
         "detection": detection,
+        "spiculation": _spiculation_summary(hits),
         "brock": _brock_summary(brock),
         "per_study": per_study,
     }
@@ -299,6 +407,7 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
             distance = math.dist(nodule.center_xyz_mm, finding.centre_mm)
             if distance <= radius:
                 candidates.append((distance, i, finding.id))
+    spiculation = {finding.id: finding.spiculation for finding in findings}
     found: dict[int, int] = {}
     used: set[int] = set()
     for _, i, finding_id in sorted(candidates):
@@ -313,6 +422,10 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
             lung_rads=nodule.lung_rads,
             finding_id=found.get(i),
             kept=found.get(i) in kept,
+            spiculated=nodule.spiculated,
+            measured_spiculated=None
+            if found.get(i) is None or spiculation.get(found[i]) is None
+            else spiculation[found[i]] >= SPICULATED_SCORE,
         )
         for i, nodule in enumerate(truth_study.nodules)
     ]
@@ -320,9 +433,22 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
 
 def _cause(ours: str, expected: str, assessed: StudyResult, hits: list[_Hit], first_study: dict[str, int]) -> str:
     """Why the assessed category differs from the true one, in a few words."""
-    if expected == LungRads.CAT4X.value:
-        return "truth 4X: spiculation is not measured"
     hit_of = {h.finding_id: h for h in hits if h.finding_id is not None}
+    if expected == LungRads.CAT4X.value:
+        spiculated = [h for h in hits if h.spiculated and h.lung_rads == expected]
+        if spiculated and all(not h.kept for h in spiculated):
+            return "truth 4X: the spiculated nodule was missed or not kept"
+        if spiculated and not any(h.measured_spiculated for h in spiculated if h.kept):
+            return "truth 4X: the spiculated nodule was not measured spiculated"
+        return "truth 4X: the spiculated nodule measured spiculated, but below category 3"
+    if ours == LungRads.CAT4X.value:
+        worst = max(assessed.nodules, key=lambda n: n.category)
+        hit = hit_of.get(worst.key)
+        if hit is None:
+            return "4X: a false-positive finding measured spiculated"
+        if not hit.spiculated:
+            return "4X: a smooth nodule measured spiculated"
+        return "4X: a spiculated nodule the truth puts in category 1 or 2 (measured larger or other type)"
     if LungRads(ours) > LungRads(expected):
         worst = max(assessed.nodules, key=lambda n: n.category)
         hit = hit_of.get(worst.key)
@@ -374,6 +500,21 @@ def _brock_pairs(
         )
         pairs.append((result.brock_probability, record.brock_probability, upper, record.lobe in UPPER_LOBES))
     return pairs
+
+
+def _spiculation_summary(hits: list[_Hit]) -> dict[str, object]:
+    """Measured spiculation against the truth's, over the true nodules kept as nodules (all sizes, and 8 mm or
+    more: the synthetic archive draws spicules on solid and part-solid nodules of 8 mm or more only)."""
+    summary: dict[str, object] = {}
+    for name, low in (("all", 0.0), ("8mm_plus", 8.0)):
+        kept = [h for h in hits if h.kept and h.measured_spiculated is not None and h.diameter_mm >= low]
+        summary[name] = {
+            "kept_nodules": len(kept),
+            "truth_spiculated": sum(h.spiculated for h in kept),
+            "measured_spiculated_and_true": sum(h.spiculated and bool(h.measured_spiculated) for h in kept),
+            "measured_spiculated_but_smooth": sum(not h.spiculated and bool(h.measured_spiculated) for h in kept),
+        }
+    return summary
 
 
 def _brock_summary(pairs: list[tuple[float, float, bool, bool]]) -> dict[str, object]:
@@ -535,6 +676,7 @@ def _summary(result: dict[str, object]) -> dict[str, object]:
         "tracking": {k: v for k, v in tracking.items() if k != "wrong"},
         "vdt": {k: v for k, v in vdt.items() if k != "rows"},
         "detection": result["detection"],
+        "spiculation": result["spiculation"],
     }
 
 

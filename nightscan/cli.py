@@ -125,7 +125,7 @@ def scan(
     default=None,
     help="Pool processes. Default by queue: gpu -> one per GPU (CUDA_VISIBLE_DEVICES, else the GPUs the NVIDIA "
     "driver lists; 1 without a GPU), times 1 + NIGHTSCAN_PREFETCH_STUDIES (they take turns on the device while "
-    "the others fetch and decode; default 1 with GPUs, 0 without); ingest and cpu -> one per CPU core.",
+    "the others fetch and decode; default 1); ingest and cpu -> one per CPU core.",
 )
 @click.option(
     "--pool",

@@ -117,12 +117,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Decoder processes per worker (codecs hold the GIL). 0: one per CPU core; 1: decode in threads.",
     )
-    prefetch_studies: int | None = Field(
-        default=None,
+    prefetch_studies: int = Field(
+        default=1,
         ge=0,
         description="Studies fetched and decoded ahead per device while another runs the models: a gpu-queue "
-        "worker runs 1 + this many processes per GPU, taking turns on the device. 0: no overlap. Default: 1 with "
-        "GPUs, 0 on the CPU alone (there fetching and decoding compete with the models for the same cores).",
+        "worker runs 1 + this many processes per GPU (or on the CPU alone), taking turns on the device. 0: no "
+        "overlap.",
     )
     batch_slices: int = Field(
         default=0,

@@ -485,8 +485,8 @@ def test_worker_defaults_by_queue(tmp_path: Path) -> None:
     assert worker_plan(["cpu"], settings, devices=[], cpus=8, concurrency=3) == WorkerPlan("prefork", 3, ())
     with pytest.raises(ValueError, match="concurrency must be >= 1, got 0"):
         worker_plan(["cpu"], settings, devices=[], cpus=8, concurrency=0)
-    default = Settings(data_dir=tmp_path)  # prefetch 1 with GPUs, none on the CPU alone
-    assert worker_plan(["gpu"], default, devices=[], cpus=8) == WorkerPlan("prefork", 1, ())
+    default = Settings(data_dir=tmp_path)  # prefetch 1
+    assert worker_plan(["gpu"], default, devices=[], cpus=8) == WorkerPlan("prefork", 2, ())
     assert worker_plan(["gpu"], default, devices=["0", "1"], cpus=8) == WorkerPlan("prefork", 4, ("0", "1"))
     prefetching = Settings(data_dir=tmp_path, prefetch_studies=2)
     assert worker_plan(["gpu"], prefetching, devices=[], cpus=8) == WorkerPlan("prefork", 3, ())

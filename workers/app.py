@@ -160,15 +160,13 @@ def worker_plan(
     concurrency: int | None = None,
 ) -> WorkerPlan:
     """Defaults by queue, each overridable: the gpu queue gets ``1 + prefetch_studies`` prefork processes per
-    GPU in ``devices``, which take turns on their device (:mod:`workers.device_turn`) while the others fetch
-    and decode (prefetch 1 unless set); one process on a machine without a GPU (torch uses every core;
-    prefetch 0 unless set). Ingest and cpu queues: one process per CPU core. A worker that consumes the gpu
-    queue and others follows the gpu rule."""
+    GPU in ``devices`` (per machine without a GPU, where torch uses every core), which take turns on their
+    device (:mod:`workers.device_turn`) while the others fetch, decode, measure and write. Ingest and cpu
+    queues: one process per CPU core. A worker that consumes the gpu queue and others follows the gpu rule."""
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     gpu = settings.queue_gpu in queues
-    prefetch = settings.prefetch_studies if settings.prefetch_studies is not None else (1 if devices else 0)
-    default = max(1, len(devices)) * (1 + prefetch) if gpu else max(1, cpus)
+    default = max(1, len(devices)) * (1 + settings.prefetch_studies) if gpu else max(1, cpus)
     return WorkerPlan(
         pool=pool or "prefork",
         concurrency=concurrency or default,

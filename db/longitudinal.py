@@ -83,7 +83,7 @@ class PatientRows:
 @dataclass(frozen=True, slots=True)
 class LesionWrite:
     """One lesion to store: its findings (IDs), status, latest type, first and last dates, latest mean diameter
-    (mm), VDT between its last two observations (days) and latest Brock probability (0 to 1)."""
+    (mm), VDT from its first observation to its latest (days) and latest Brock probability (0 to 1)."""
 
     finding_ids: tuple[int, ...]
     status: str

@@ -306,7 +306,7 @@ class Lesion(Base):
     first_seen: Mapped[date | None] = mapped_column(Date)
     last_seen: Mapped[date | None] = mapped_column(Date)
     diameter_mm: Mapped[float | None] = mapped_column(Float)  # latest mean diameter
-    vdt_days: Mapped[float | None] = mapped_column(Float)  # between its last two observations
+    vdt_days: Mapped[float | None] = mapped_column(Float)  # from its first observation to its latest
     brock_probability: Mapped[float | None] = mapped_column(Float)  # latest, 0..1
     n_observations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -159,7 +159,7 @@ class StudyResult:
 class LesionResult:
     """One lesion over the patient's studies: (study index, nodule key) of each observation, whether it is in the
     latest study (``present``) or not (``resolved``), its latest type, size (mm) and Brock probability, and its VDT
-    (days) between its last two observations (None: seen once, or no finite VDT)."""
+    (days) from its first observation to its latest (None: seen once, or no finite VDT)."""
 
     index: int
     observations: tuple[tuple[int, int], ...]
@@ -395,12 +395,7 @@ def _assess_study(
             )
             brock = outcome.probability
             defaulted.update(outcome.defaulted)
-        vdt = None
         prior = priors[n]
-        if prior is not None:
-            prior_study, prior_nodule, _ = prior
-            interval = max(1, (study.study_date - prior_study.study_date).days)
-            vdt = volume_doubling_time_days(_volume(prior_nodule), _volume(nodule), float(interval))
         lesion = matched.get(n)
         if lesion is None:
             centre = tuple(c - t for c, t in zip(nodule.centre_mm, translation, strict=True))
@@ -415,8 +410,13 @@ def _assess_study(
                 nodule.centre_mm[2] - translation[2],
             )
         lesion.observations.append((index, nodule))
+        vdt = None
+        if prior is not None:  # over the lesion's whole history: the longest span, the least noise of measurement
+            first_index, first_seen = lesion.observations[0]
+            span = max(1, (study.study_date - ordered[first_index].study_date).days)
+            vdt = volume_doubling_time_days(_volume(first_seen), _volume(nodule), float(span))
         lesion.category, lesion.brock = assessment.category, brock
-        lesion.vdt_days = vdt if prior is not None else None
+        lesion.vdt_days = vdt
         reason = assessment.reason
         if n in retro:
             reason += " (its prior: a candidate of the previous study below the nodule criteria, seen in retrospect)"

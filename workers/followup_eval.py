@@ -8,7 +8,7 @@ patient, and score it against the truth:
 - **Lung-RADS**: the share of studies whose assessed category equals the true one;
 - **tracking**: of the true lesions seen (found by the detector, and kept as nodules) in two or more studies,
   the share of consecutive observations linked to the same lesion and not shared with another true lesion;
-- **VDT**: for growing true lesions of 6 mm or more, the share whose measured VDT (between the last two
+- **VDT**: for growing true lesions of 6 mm or more, the share whose measured VDT (from the first to the last
   observations) lies within 25 % of the true one.
 
 Everything is cached in the working folder: the archive, its truth, and the SQLite database with the
@@ -579,9 +579,10 @@ def _score_vdt(
 ) -> dict[str, object]:
     """Measured against true VDT for growing true lesions of 6 mm or more kept in two or more studies.
 
-    ``lesion``: the stored estimate (the lesion's last two observations, measured volumes); the others are
-    alternatives measured for the analysis: first to last observation, with measured volumes or with the sphere
-    of the mean diameter, and a least-squares fit of ln(volume) against time over every observation.
+    ``lesion``: the stored estimate (the lesion's first to last observation, measured volumes); the others are
+    alternatives measured for the analysis: the last two observations, with measured volumes, the first to the
+    last with the sphere of the mean diameter, and a least-squares fit of ln(volume) against time over every
+    observation.
     """
     observed: dict[int, tuple[Observation, dt.date]] = {
         nodule.key: (nodule, study.study_date)
@@ -613,6 +614,7 @@ def _score_vdt(
                 "largest_mm": largest[track.track_id],
                 "observations": len(series),
                 "lesion": lesion.vdt_days if lesion is not None else None,
+                "last_two_volume": _vdt(_volume(series[-2][1]), _volume(last), (d1 - series[-2][0]).days),
                 "first_last_volume": _vdt(_volume(first), _volume(last), days),
                 "first_last_sphere": _vdt(
                     sphere_volume_mm3(first.measurement.mean_diameter_mm),
@@ -622,7 +624,7 @@ def _score_vdt(
                 "fit": _fitted_vdt([(d, _volume(o)) for d, o in series]),
             }
         )
-    estimators = ("lesion", "first_last_volume", "first_last_sphere", "fit")
+    estimators = ("lesion", "last_two_volume", "first_last_volume", "first_last_sphere", "fit")
     within = {
         name: sum(
             row[name] is not None and abs(row[name] - row["true_vdt_days"]) <= VDT_TOLERANCE * row["true_vdt_days"]

@@ -287,7 +287,7 @@ def test_sigkill_mid_study_then_another_worker_finishes_it_once(base: Settings, 
     # Redis hands the message out again once the visibility timeout has passed (kombu checks when a worker starts).
     time.sleep(max(0.0, killed_at + visibility + 1 - time.time()))
     workers.start(settings)
-    after = wait_until(settings.database_url, finished, 120)
+    after = wait_until(settings.database_url, lambda r: finished(r) and workers.outcomes().total() == 1, 120)
     row = after[analysis_id]
     assert row.status == "done" and row.error is None, row
     assert row.attempts == 2
@@ -312,7 +312,8 @@ def test_sigterm_mid_study_returns_it_to_the_queue_at_once_for_another_worker(ba
     assert "soft shutdown" in workers.log_text().lower()
 
     workers.start(settings)
-    after = wait_until(settings.database_url, finished, 120)
+    # the commit comes before the worker logs the outcome: wait for both
+    after = wait_until(settings.database_url, lambda r: finished(r) and workers.outcomes().total() == 1, 120)
     row = after[analysis_id]
     assert row.status == "done" and row.attempts == 2, row
     assert row.findings and one_set(row)

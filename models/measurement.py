@@ -265,14 +265,57 @@ def _ball_mask(shape: tuple[int, ...], centre: np.ndarray, radii: np.ndarray) ->
     return sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii, strict=True)) <= 1.0
 
 
-def _dilate(mask: np.ndarray, radius_mm: float, step: float) -> np.ndarray:
+def _grown_box(mask: np.ndarray, grow: int) -> tuple[slice, ...]:
+    """The bounding box of a non-empty ``mask`` grown by ``grow`` voxels on each side, clipped to the array."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(max(0, int(hit[0]) - grow), min(mask.shape[axis], int(hit[-1]) + grow + 1)))
+    return tuple(box)
+
+
+def _depth_mm(mask: np.ndarray, step: float) -> np.ndarray:
+    """``ndimage.distance_transform_edt(mask, sampling=step)``, bit for bit: mm from each voxel of ``mask`` to the
+    nearest voxel outside it (0 outside ``mask``), on a grid of ``step`` mm.
+
+    Computed on the mask's bounding box grown by one voxel (clipped to the array, whose outside scipy never takes
+    as background): any background voxel beyond that box projects onto the box's outer layer, which is background
+    and strictly nearer to every voxel inside, so the nearest background voxels all lie in the box (and the
+    feature transform meets the same candidates in the same order there)."""
     if not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=step) <= radius_mm
+        return np.zeros(mask.shape)
+    box = _grown_box(mask, 1)
+    if all(b.stop - b.start == n for b, n in zip(box, mask.shape, strict=True)):
+        return ndimage.distance_transform_edt(mask, sampling=step)
+    depth = np.zeros(mask.shape)
+    depth[box] = ndimage.distance_transform_edt(mask[box], sampling=step)
+    return depth
+
+
+def _distance_mm(mask: np.ndarray, step: float, within_mm: float) -> np.ndarray:
+    """``ndimage.distance_transform_edt(~mask, sampling=step)`` (mm to the nearest voxel of ``mask``, grid of
+    ``step`` mm) bit for bit wherever it is at most ``within_mm``; elsewhere a value above ``within_mm`` (inf
+    beyond the box below; all inf for an empty ``mask``).
+
+    Computed on the mask's bounding box grown by ceil(within_mm / step) + 1 voxels (clipped to the array): all
+    voxels of ``mask`` lie inside it, so the distances there are those of the whole array, and any voxel outside
+    it is more than ``within_mm`` from every voxel of ``mask``."""
+    distance = np.full(mask.shape, np.inf)
+    if not mask.any():
+        return distance
+    box = _grown_box(mask, int(np.ceil(within_mm / step)) + 1)
+    distance[box] = ndimage.distance_transform_edt(~mask[box], sampling=step)
+    return distance
+
+
+def _dilate(mask: np.ndarray, radius_mm: float, step: float) -> np.ndarray:
+    """Voxels within ``radius_mm`` (mm) of ``mask`` (grid of ``step`` mm)."""
+    return _distance_mm(mask, step, radius_mm) <= radius_mm
 
 
 def _erode(mask: np.ndarray, radius_mm: float, step: float) -> np.ndarray:
-    return ndimage.distance_transform_edt(mask, sampling=step) > radius_mm
+    """Voxels of ``mask`` farther than ``radius_mm`` (mm) from any voxel outside it (grid of ``step`` mm)."""
+    return _depth_mm(mask, step) > radius_mm
 
 
 def _component_at(mask: np.ndarray, point: tuple[int, ...]) -> np.ndarray:
@@ -334,7 +377,11 @@ def _measure_in_patch(
         opened = _dilate(core, opening_radius, step)
         region = region & _dilate(opened, max(step, RECONSTRUCTION_SHARE * inscribed), step)
         region = _component_at(region, seed)
-    near_wall = ndimage.distance_transform_edt(envelope, sampling=step) <= WALL_MARGIN_MM + 2 * step
+    wall_margin = WALL_MARGIN_MM + 2 * step
+    # distance_transform_edt(envelope) without the wall: scipy's distances to a voxel before the array's corner
+    near_wall = (
+        _dilate(~envelope, wall_margin, step) if not envelope.all() else _depth_mm(envelope, step) <= wall_margin
+    )
     boundary = region & ~ndimage.binary_erosion(region)
     wall_share = float((boundary & near_wall).sum() / max(int(boundary.sum()), 1))
     logger.debug(
@@ -359,7 +406,7 @@ def _measure_in_patch(
     values = _input_values(patch, _paste(region, box, patch))
     if values.size == 0:
         values = fine[region]
-    deep = ndimage.distance_transform_edt(region, sampling=step) >= CORE_DEPTH_SHARE * inscribed
+    deep = _depth_mm(region, step) >= CORE_DEPTH_SHARE * inscribed
     deep_values = _input_values(patch, _paste(region & deep, box, patch))
     nodule_type, glass_level, solid_level, plateau = _classify(values, deep_values, np.prod(spacing))
 
@@ -458,16 +505,20 @@ def _spicules(nodule: np.ndarray, tissue: np.ndarray, wall: np.ndarray, step: fl
     """
     volume = float(nodule.sum()) * step**3
     radius = (3.0 * volume / (4.0 * np.pi)) ** (1 / 3)
-    outside = ndimage.distance_transform_edt(~nodule, sampling=step)
     reach = SPICULE_REACH_SHARE * radius + SPICULE_RIM_MM
+    outside = _distance_mm(nodule, step, reach)  # exact up to reach: farther appendages are vessels anyway
     appendages = tissue & (outside > SPICULE_RIM_MM)
     labels, count = ndimage.label(appendages, structure=np.ones((3, 3, 3), dtype=bool))
     if count == 0:
         return []
     index = np.arange(1, count + 1)
-    nearest = ndimage.minimum(outside, labels, index)
-    farthest = ndimage.maximum(outside, labels, index)
-    near_wall = ndimage.maximum(_dilate(wall, 2 * step, step), labels, index) if wall.any() else np.zeros(count)
+    labelled = labels > 0  # the statistics over these voxels only: the same, without sorting the whole patch
+    nearest = ndimage.minimum(outside[labelled], labels[labelled], index)
+    farthest = ndimage.maximum(outside[labelled], labels[labelled], index)
+    if wall.any():
+        near_wall = ndimage.maximum(_dilate(wall, 2 * step, step)[labelled], labels[labelled], index)
+    else:
+        near_wall = np.zeros(count)
     border = np.zeros(count + 1, dtype=bool)
     for axis in range(3):
         for side in (0, -1):
@@ -499,7 +550,7 @@ def _find_seed(tissue: np.ndarray, patch: _Patch, centre: np.ndarray) -> tuple[t
     window = _ball_mask(tissue.shape, near, _search_mm(patch) / step) & tissue
     if not window.any():
         return None
-    depth = ndimage.distance_transform_edt(tissue, sampling=step)
+    depth = _depth_mm(tissue, step)
     grids = np.ogrid[tuple(slice(0, n) for n in tissue.shape)]
     distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grids, near, strict=True))) * step
     scored = np.where(window, depth - SEED_DISTANCE_PENALTY * distance, -np.inf)
@@ -524,12 +575,12 @@ def _solid_component(
     dense part more than :data:`VESSEL_ELONGATION` times longer than wide is a vessel, not a core.
     """
     dense = fine >= threshold
-    interior = ndimage.distance_transform_edt(nodule, sampling=step) >= depth_mm
+    interior = _depth_mm(nodule, step) >= depth_mm
     inside = nodule & interior & dense
     if not inside.any():
         return 0.0
     # A vessel through the nodule thinner than the core: opened away.
-    radius = float(ndimage.distance_transform_edt(inside, sampling=step).max())
+    radius = float(_depth_mm(inside, step).max())
     opened = _dilate(_erode(inside, CORE_OPENING_SHARE * radius, step), CORE_OPENING_SHARE * radius, step) & inside
     core = _largest_component_near(opened if opened.any() else inside, tuple(np.round(centroid).astype(int)))
     # What is left long and thin is a vessel crossing a ground-glass nodule, not a core.
@@ -556,6 +607,8 @@ def _wall_mask(
     air = _dilate(smooth < AIR_HU, AIR_EDGE_MM, WALL_STEP_MM)  # with the skin's partial-volume edge
     not_lung = (smooth >= threshold) | air
     wall = _dilate(_erode(not_lung, ball_mm, WALL_STEP_MM), ball_mm - WALL_MARGIN_MM, WALL_STEP_MM)
+    if not wall.any():  # interpolating zeros gives zeros
+        return np.zeros(patch.fine.shape, dtype=bool)
     offset = (patch.origin - context.origin) * spacing / WALL_STEP_MM
     on_fine = ndimage.affine_transform(
         wall.astype(np.float32),

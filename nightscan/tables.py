@@ -18,11 +18,11 @@ def results_table(factory: sessionmaker[Session], truth_counts: dict[str, tuple[
     """
     table = Table(
         title="nightscan results",
-        caption="findings: [lesion] mean diameter in mm (measured, else the detector box) @ detector score; "
+        caption="findings: \\[lesion] mean diameter in mm (measured, else the detector box) @ detector score; "
         "Lung-RADS v2022 of the study",
     )
     for column in ("patient", "study date", "slices", "model", "status", "seconds", "findings", "Lung-RADS"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "model")
     if truth_counts is not None:
         table.add_column("truth found")
     with factory() as session:

@@ -14,21 +14,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
-from bench.common import write_result
-from db.migrate import upgrade
+from bench.common import S3_KEY, moto_s3, scratch_database, write_result
 from nightscan.logs import configure_logging
 from nightscan.progress import progress_bar
 from nightscan.runtime import session_factory
@@ -38,7 +30,6 @@ from scheduler.scan import scan
 from synth.archive import ArchiveOptions, generate_archive
 
 log = logging.getLogger("bench.scan_speed")
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 class CountingStorage:
@@ -91,33 +82,13 @@ def main() -> None:
     configure_logging("WARNING")
     logging.getLogger("bench").setLevel("INFO")
 
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(args.port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    database = f"nightscan_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        time.sleep(2)
-        endpoint = f"http://127.0.0.1:{args.port}"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        ).create_bucket(Bucket="archive")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{database}"'))
-        url = make_url(POSTGRES_URL).set(database=database).render_as_string(hide_password=False)
-        upgrade(url)
+    with moto_s3(args.port, "archive") as endpoint, scratch_database() as url:
         settings = Settings(
             archive_url="s3://archive/ct",
             database_url=url,
             s3_endpoint_url=endpoint,
-            s3_access_key_id="bench",
-            s3_secret_access_key="bench",
+            s3_access_key_id=S3_KEY,
+            s3_secret_access_key=S3_KEY,
             series_quiet_s=0,
         )
         storage = open_storage(settings.archive_url, settings)
@@ -184,11 +155,6 @@ def main() -> None:
                 "planned_studies": first.planned,
             },
         )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
-        server.terminate()
 
 
 if __name__ == "__main__":

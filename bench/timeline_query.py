@@ -34,7 +34,7 @@ from psycopg import sql
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench.common import write_result
+from bench.common import POSTGRES_URL, write_result
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade
 from db.queries import PatientTimeline, cohort_summary, patient_timeline, worklist
@@ -42,7 +42,6 @@ from nightscan.logs import configure_logging
 from nightscan.progress import progress_bar
 
 log = logging.getLogger("bench.timeline_query")
-POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 MODEL = "nodule-detector@0.3.0"
 PIPELINE = "lung-ct"
 TODAY = date(2026, 6, 1)

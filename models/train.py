@@ -54,7 +54,7 @@ ARCHITECTURE: dict[str, Any] = {
     "kwargs": {
         "num_classes": 2,
         "width": 32,
-        "anchor_sizes": [4, 6, 10, 16, 28],  # working-grid pixels of 1.25 mm: 5 to 35 mm
+        "anchor_sizes": [3, 4, 6, 10, 16, 28],  # working-grid pixels of 1.25 mm: 3.75 to 35 mm
         "image_size": 256,
         "box_score_thresh": 0.01,  # keep low scores: the FROC curve needs them
         "detections_per_img": 30,
@@ -64,6 +64,7 @@ CROP_PX = 128  # training crop side on the working grid (160 mm)
 EVAL_SHAPE_ZYX = (100, 256, 256)  # like the archive's studies (see `nightscan models evaluate --generate`)
 EVAL_SPACING_ZYX_MM = (2.5, 1.4, 1.4)
 MIN_DIAMETER_MM = 4.0  # the FROC counts nodules of 4 mm and more (the target's definition)
+MIN_TRAINING_NODULE_MM = 3.0  # screening archives hold nodules from 3 mm on (Lung-RADS 2); so does training
 MAX_FP_PER_SCAN_FOR_THRESHOLD = 1.0
 # Seed offsets keep training, validation and test phantoms disjoint (tests use seeds >= 10_000_000).
 _VAL_SEED_OFFSET = 1_000_000
@@ -80,13 +81,15 @@ class TrainingVolume:
     nodules: list[GridNodule]
 
 
-def training_phantom(rng: np.random.Generator) -> Phantom:
-    """A phantom with 1 to 6 nodules at a random voxel size (0.6-3 mm in-plane, log-uniform; 1.25-3 mm slices)."""
+def training_phantom(rng: np.random.Generator, min_nodule_mm: float = MIN_TRAINING_NODULE_MM) -> Phantom:
+    """A phantom with 1 to 6 nodules of ``min_nodule_mm`` to 25 mm at a random voxel size (0.6-3 mm in-plane,
+    log-uniform; 1.25-3 mm slices)."""
     pixel = float(np.exp(rng.uniform(np.log(0.6), np.log(3.0))))
     spacing = (float(rng.uniform(1.25, 3.0)), pixel, pixel)
     extent_mm = (float(rng.uniform(90.0, 160.0)), float(rng.uniform(330.0, 380.0)))
     shape = (round(extent_mm[0] / spacing[0]), round(extent_mm[1] / pixel), round(extent_mm[1] / pixel))
-    return make_phantom(rng, shape_zyx=shape, spacing_zyx_mm=spacing, n_nodules=int(rng.integers(1, 7)))
+    n_nodules = int(rng.integers(1, 7))
+    return make_phantom(rng, shape_zyx=shape, spacing_zyx_mm=spacing, n_nodules=n_nodules, min_nodule_mm=min_nodule_mm)
 
 
 def to_training_volume(phantom: Phantom) -> TrainingVolume:
@@ -95,24 +98,26 @@ def to_training_volume(phantom: Phantom) -> TrainingVolume:
     return TrainingVolume(volume.half(), _grid_nodules(phantom, grid))
 
 
-def _training_volume(seed: int, index: int) -> tuple[np.ndarray, list[GridNodule]]:
+def _training_volume(seed: int, index: int, min_nodule_mm: float) -> tuple[np.ndarray, list[GridNodule]]:
     """Training volume `index` of `seed` as numpy (what a worker process sends back)."""
     torch.set_num_threads(1)
-    tv = to_training_volume(training_phantom(np.random.default_rng([seed, index])))
+    tv = to_training_volume(training_phantom(np.random.default_rng([seed, index]), min_nodule_mm))
     return tv.volume.numpy(), tv.nodules
 
 
-def training_volumes(seed: int, n: int, workers: int) -> list[TrainingVolume]:
+def training_volumes(
+    seed: int, n: int, workers: int, min_nodule_mm: float = MIN_TRAINING_NODULE_MM
+) -> list[TrainingVolume]:
     """The `n` training volumes of `seed` (seeds [seed, i]), drawn in `workers` processes; the same for any count."""
     out: list[TrainingVolume] = []
     with progress_bar("training phantoms", total=n, unit="volumes") as advance:
         if workers <= 1:
             for i in range(n):
-                out.append(to_training_volume(training_phantom(np.random.default_rng([seed, i]))))
+                out.append(to_training_volume(training_phantom(np.random.default_rng([seed, i]), min_nodule_mm)))
                 advance(1)
             return out
         with ProcessPoolExecutor(workers) as pool:
-            for volume, nodules in pool.map(_training_volume, [seed] * n, range(n)):
+            for volume, nodules in pool.map(_training_volume, [seed] * n, range(n), [min_nodule_mm] * n):
                 out.append(TrainingVolume(torch.from_numpy(volume), nodules))
                 advance(1)
     return out
@@ -287,7 +292,8 @@ def train_detector(
     learning_rate: float = 2e-3,
     device: str = "cpu",
     name: str = "nodule-detector",
-    version: str = "0.3.0",
+    version: str = "0.4.0",
+    min_nodule_mm: float = MIN_TRAINING_NODULE_MM,
     registry_path: Path | None = None,
     num_threads: int | None = None,
     data_workers: int = 1,
@@ -313,7 +319,7 @@ def train_detector(
     out_dir.mkdir(parents=True, exist_ok=True)
     registry_path = registry_path or REGISTRY_PATH
 
-    volumes = training_volumes(seed, n_train_volumes, data_workers)
+    volumes = training_volumes(seed, n_train_volumes, data_workers, min_nodule_mm)
     sampler = CropSampler(volumes, rng)
     logger.info("%d training volumes with %d nodules", len(volumes), len(sampler.nodules))
     val_phantoms = eval_phantoms(seed + _VAL_SEED_OFFSET, n_val_volumes)
@@ -326,7 +332,14 @@ def train_detector(
     )
     history: list[dict[str, float]] = []
     checkpoints = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
-    run = {"name": name, "version": version, "seed": seed, "epochs": epochs, "steps_per_epoch": steps_per_epoch}
+    run = {
+        "name": name,
+        "version": version,
+        "seed": seed,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "min_nodule_mm": min_nodule_mm,
+    }
     first_epoch = 1
     if resume is not None:
         state = torch.load(resume, map_location=device, weights_only=False)
@@ -407,7 +420,8 @@ def train_detector(
         "fp_per_scan": fp_per_scan,
         "froc_ge_4mm": froc(test_scans),
         "froc_ge_6mm": froc(test_scans_6mm),
-        "training_data": f"{n_train_volumes} `synth.phantom` volumes (seeds [{seed}, i]) with 1..6 nodules of 4..25 mm "
+        "training_data": f"{n_train_volumes} `synth.phantom` volumes (seeds [{seed}, i]) with 1..6 nodules of "
+        f"{min_nodule_mm:g}..25 mm (log-uniform) "
         "in a random 90..160 mm of the lungs, voxel size varied (slices 1.25..3 mm, in-plane 0.6..3 mm) and "
         f"resampled to the working grid; {CROP_PX} x {CROP_PX}-pixel crops of 2.5-D slices, half through a nodule "
         "(each nodule equally likely), half anywhere in the body. Augmentation: flips on all axes, right-angle "
@@ -475,7 +489,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--registry", type=Path, default=None)
-    parser.add_argument("--version", default="0.3.0")
+    parser.add_argument("--version", default="0.4.0")
+    parser.add_argument(
+        "--min-nodule-mm", type=float, default=MIN_TRAINING_NODULE_MM, help="smallest training nodule (mm)"
+    )
     parser.add_argument("--data-workers", type=int, default=1, help="processes drawing the training phantoms")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT/checkpoints")
     parser.add_argument("--resume", type=Path, default=None, help="a checkpoint of this run to continue from")
@@ -494,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
         learning_rate=args.lr,
         device=args.device,
         version=args.version,
+        min_nodule_mm=args.min_nodule_mm,
         registry_path=args.registry,
         num_threads=args.threads,
         data_workers=args.data_workers,

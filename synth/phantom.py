@@ -30,11 +30,13 @@ __all__ = ["MAX_NODULES", "NoduleKind", "NoduleTruth", "Phantom", "make_phantom"
 
 @dataclass(frozen=True)
 class NoduleTruth:
-    """One true nodule: centre in voxel coordinates (z, y, x), Lung-RADS mean diameter in mm, type."""
+    """One true nodule: centre in voxel coordinates (z, y, x), Lung-RADS mean diameter in mm, type, and whether
+    it carries spicules (only solid and part-solid nodules do)."""
 
     center_zyx_vox: tuple[float, float, float]
     diameter_mm: float
     kind: NoduleKind = NoduleKind.SOLID
+    spiculated: bool = False
 
 
 @dataclass
@@ -59,10 +61,12 @@ def make_phantom(
     spacing_zyx_mm: tuple[float, float, float] = (2.5, 2.5, 2.5),
     n_nodules: int | None = None,
     noise_rng: np.random.Generator | None = None,
+    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
 ) -> Phantom:
     """One random chest CT with ``n_nodules`` nodules in the scanned range (None: 0 to 4).
 
-    Nodules are solid, part-solid or ground glass, 4 to 25 mm, some juxtapleural, some spiculated;
+    Nodules are solid, part-solid or ground glass, ``min_nodule_mm`` (default 4) to 25 mm in diameter,
+    log-uniform, some juxtapleural, some spiculated;
     they are placed inside the scanned range. Deterministic for ``rng`` (and ``noise_rng``).
     """
     if len(shape_zyx) != 3 or min(shape_zyx) < 8:
@@ -72,6 +76,8 @@ def make_phantom(
     count = int(rng.integers(0, 5)) if n_nodules is None else n_nodules
     if not 0 <= count <= MAX_NODULES:
         raise ValueError(f"n_nodules must be 0 to {MAX_NODULES}, got {n_nodules}")
+    if not 0 < min_nodule_mm < MAX_NODULE_DIAMETER_MM:
+        raise ValueError(f"min_nodule_mm must be in (0, {MAX_NODULE_DIAMETER_MM}) mm, got {min_nodule_mm}")
     anatomy = make_anatomy(rng)
     pose = Pose.random(rng)
     low, high = anatomy.z_range
@@ -84,7 +90,7 @@ def make_phantom(
     for _ in range(count * 20):  # draw until `count` nodules lie inside the scanned volume
         if len(shapes) == count:
             break
-        diameter = float(np.exp(rng.uniform(np.log(MIN_NODULE_DIAMETER_MM), np.log(MAX_NODULE_DIAMETER_MM))))
+        diameter = float(np.exp(rng.uniform(np.log(min_nodule_mm), np.log(MAX_NODULE_DIAMETER_MM))))
         kind = KINDS[int(rng.integers(len(KINDS)))]
         shape = random_shape(
             rng,
@@ -101,7 +107,7 @@ def make_phantom(
         margin = diameter / 2 / np.array(spacing_zyx_mm)
         if all(margin[a] <= voxel[a] <= shape_zyx[a] - 1 - margin[a] for a in range(3)):
             shapes.append(shape)
-            truths.append(NoduleTruth(voxel, measure(shape, 1.0).mean_diameter_mm, kind))
+            truths.append(NoduleTruth(voxel, measure(shape, 1.0).mean_diameter_mm, kind, shape.spiculated))
     hu = render_study(
         anatomy, [(s, 1.0) for s in shapes], pose, grid, mas=float(rng.uniform(25, 80)), rng=noise_rng or rng
     )

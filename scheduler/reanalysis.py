@@ -12,6 +12,10 @@ A campaign is not a table. Its analyses are rows of ``analyses`` with the model'
 Running the same campaign again plans nothing (the unique (study, pipeline, model) key), so the
 command is idempotent and safe against a concurrent scheduler (planning retries on conflict).
 
+A campaign follows its patients' new studies while it runs (:func:`follow_new_studies`, called by each
+scan): a model other than the scheduler's own with analyses still planned, queued or running is an active
+campaign; a study of one of its patients indexed after the campaign began gets that model's analysis too.
+
 The series: the one the study's current analysis used (its latest finished analysis of the pipeline,
 else its latest of any status), so versions are compared on the same images; a study that no model
 has analysed goes through the selection rules and the quiet time, like the scheduler's own planning.
@@ -101,19 +105,21 @@ def plan_reanalysis(
     pipeline: str,
     patient_ids: Sequence[int] | None = None,
     since: date | None = None,
+    created_after: datetime | None = None,
     quiet_s: float,
     now: datetime,
 ) -> ReanalysisReport:
     """Plan an analysis by ``model`` for every study in scope that has none; nothing is committed here.
 
     Scope: the studies of ``patient_ids`` (None: every patient) dated ``since`` or later (None: any
-    date; a study without a date is outside any ``since``). ``quiet_s`` (seconds) applies to studies
+    date; a study without a date is outside any ``since``), and first indexed after ``created_after`` (None:
+    whenever). ``quiet_s`` (seconds) applies to studies
     planned by the rules. Existing analyses, of this model or any other, are left as they are.
     """
     model = parse_model_ref(model)
     rules = rules_for(pipeline)
     report = ReanalysisReport(model=model, pipeline=pipeline)
-    for chunk in _study_chunks(session, patient_ids, since):
+    for chunk in _study_chunks(session, patient_ids, since, created_after):
         report.in_scope += len(chunk)
         done = set(
             session.scalars(
@@ -171,6 +177,38 @@ def plan_reanalysis(
     return report
 
 
+def follow_new_studies(session: Session, *, pipeline: str, current_model: str, quiet_s: float, now: datetime) -> int:
+    """Plan every active campaign's analyses of its patients' studies indexed since the campaign began.
+
+    A campaign is active while its model (any but ``current_model``, which plans every study anyway) has
+    analyses of ``pipeline`` planned, queued or running; it began when its first analysis was planned; its
+    patients are those with an analysis of the model. Returns the number of analyses planned.
+    """
+    active = select(Analysis.model).where(
+        Analysis.pipeline == pipeline,
+        Analysis.model != current_model,
+        Analysis.status.in_((AnalysisStatus.PLANNED, AnalysisStatus.QUEUED, AnalysisStatus.RUNNING)),
+    )
+    planned = 0
+    for model in sorted(set(session.scalars(active.distinct()))):
+        began = session.scalar(
+            select(func.min(Analysis.created_at)).where(Analysis.pipeline == pipeline, Analysis.model == model)
+        )
+        patients = list(
+            session.scalars(
+                select(Study.patient_id)
+                .join(Analysis, Analysis.study_id == Study.id)
+                .where(Analysis.pipeline == pipeline, Analysis.model == model)
+                .distinct()
+            )
+        )
+        report = plan_reanalysis(
+            session, model, pipeline=pipeline, patient_ids=patients, created_after=began, quiet_s=quiet_s, now=now
+        )
+        planned += len(report.planned)
+    return planned
+
+
 def progress(session: Session, model: str, pipeline: str) -> dict[AnalysisStatus, int]:
     """How many analyses ``model`` has in each status (every status present, 0 where none)."""
     counts = dict(
@@ -183,7 +221,9 @@ def progress(session: Session, model: str, pipeline: str) -> dict[AnalysisStatus
     return {status: counts.get(status, 0) for status in AnalysisStatus}
 
 
-def _study_chunks(session: Session, patient_ids: Sequence[int] | None, since: date | None) -> Iterator[list[int]]:
+def _study_chunks(
+    session: Session, patient_ids: Sequence[int] | None, since: date | None, created_after: datetime | None = None
+) -> Iterator[list[int]]:
     """Study IDs in scope, in chunks of at most CHUNK, in ID order."""
     groups: list[Sequence[int] | None] = [None] if patient_ids is None else list(_chunks(list(patient_ids), CHUNK))
     for group in groups:
@@ -192,6 +232,8 @@ def _study_chunks(session: Session, patient_ids: Sequence[int] | None, since: da
             query = query.where(Study.patient_id.in_(group))
         if since is not None:
             query = query.where(Study.study_date >= since)
+        if created_after is not None:
+            query = query.where(Study.created_at > created_after)
         yield from _chunks(list(session.scalars(query)), CHUNK)
 
 

@@ -26,6 +26,7 @@ from nightscan.storage import ObjectInfo, Storage, open_storage
 from scheduler.discovery import list_pages
 from scheduler.indexing import HeaderResult, known_objects, mark_deleted, mark_seen, read_headers, record_page
 from scheduler.planning import enqueue_planned, plan_analyses, reconcile
+from scheduler.reanalysis import follow_new_studies
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,16 @@ def scan(
             ),
         )
         report.planned, report.waiting = len(plan.planned), plan.waiting
+        report.planned += retry_on_conflict(
+            factory,
+            lambda session: follow_new_studies(
+                session,
+                pipeline=settings.pipeline,
+                current_model=settings.detector,
+                quiet_s=settings.series_quiet_s,
+                now=now,
+            ),
+        )
         if send is not None:
             _send_all(factory, send, settings, report, until, wait_while_full)
         else:

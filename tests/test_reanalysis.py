@@ -9,15 +9,15 @@ from datetime import date, datetime
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from db.engine import make_engine, make_sessionmaker, transaction
-from db.models import Analysis, AnalysisStatus, Finding, utcnow
+from db.models import Analysis, AnalysisStatus, Finding, Patient, utcnow
 from nightscan.cli import main
 from nightscan.settings import Settings
 from scheduler.nightly import run_night
 from scheduler.planning import enqueue_planned, plan_analyses
-from scheduler.reanalysis import parse_model_ref, plan_reanalysis, progress, resolve_patients
+from scheduler.reanalysis import follow_new_studies, parse_model_ref, plan_reanalysis, progress, resolve_patients
 from tests.hand_built import add_analysis, add_finding, add_patient, add_series, add_study, key_of
 
 V1 = "nodule-detector@0.2.0"
@@ -37,6 +37,7 @@ class World:
     ann: list[int]  # study IDs, oldest first
     bob: list[int]
     cy: list[int]
+    bob_patient: int
     series: dict[int, int]  # study ID -> the series V1 analysed (or the only series)
     v1_findings: int
 
@@ -65,7 +66,8 @@ def world(db_url: str) -> World:
                 if (name, day) == ("ann", date(2024, 1, 10)):
                     add_analysis(session, study, s, V2, AnalysisStatus.FAILED)  # V2 tried it already
         v1_findings = session.scalar(select(func.count()).select_from(Finding))
-    return World(factory, studies["ann"], studies["bob"], studies["cy"], series, v1_findings)
+        bob_patient = bob.id
+    return World(factory, studies["ann"], studies["bob"], studies["cy"], bob_patient, series, v1_findings)
 
 
 def _plan(world: World, **scope: object):  # type: ignore[no-untyped-def]
@@ -112,6 +114,32 @@ def test_patients_and_since_restrict_the_scope(world: World) -> None:
     since = _plan(world, since=date(2025, 6, 1))  # ann's 2026 study is planned already; cy's has no date
     assert (since.in_scope, len(since.planned)) == (2, 1)
     assert set(_v2(world)) == {*world.ann, world.bob[1]}
+
+
+def _follow(world: World, current_model: str = V1) -> int:
+    with transaction(world.factory) as session:
+        return follow_new_studies(session, pipeline="lung-ct", current_model=current_model, quiet_s=300, now=utcnow())
+
+
+def test_a_running_campaign_follows_its_patients_new_studies(world: World) -> None:
+    with world.factory() as session:
+        ann = resolve_patients(session, [key_of("ann")])
+    _plan(world, patient_ids=ann)
+    assert _follow(world) == 0  # nothing new since the campaign began
+    with transaction(world.factory) as session:
+        ann_new, _ = add_study(session, session.get(Patient, ann[0]), date(2026, 11, 1))
+        bob_new, _ = add_study(session, session.get(Patient, world.bob_patient), date(2026, 11, 2))
+        ann_new_id, bob_new_id = ann_new.id, bob_new.id
+    assert _follow(world, current_model=V2) == 0  # the scheduler's own model plans every study anyway
+    assert _follow(world) == 1 and _follow(world) == 0
+    v2 = _v2(world)
+    assert v2[ann_new_id][1] == AnalysisStatus.PLANNED  # ann is in the campaign: her new study joins it
+    assert bob_new_id not in v2  # bob is not
+    with transaction(world.factory) as session:  # the campaign ends: every analysis done
+        session.execute(update(Analysis).where(Analysis.model == V2).values(status=AnalysisStatus.DONE))
+        later, _ = add_study(session, session.get(Patient, ann[0]), date(2026, 11, 20))
+        later_id = later.id
+    assert _follow(world) == 0 and later_id not in _v2(world)
 
 
 def test_old_results_are_kept(world: World) -> None:

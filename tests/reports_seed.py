@@ -10,25 +10,23 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from sqlalchemy.orm import Session
 
 from db.engine import make_engine, make_sessionmaker, transaction
-from db.models import (
-    Analysis,
-    AnalysisStatus,
-    ArchiveObject,
-    Assessment,
-    Finding,
-    Instance,
-    Lesion,
-    ObjectStatus,
-    Patient,
-    PatientStatus,
-    RunStatus,
-    ScanRun,
-    Series,
-    Study,
-)
+from db.models import Analysis, Lesion, RunStatus, ScanRun
 from nightscan.pseudonym import patient_key
+from tests.hand_built import (
+    ARCHIVE,
+    add_analysis,
+    add_assessment,
+    add_finding,
+    add_instance,
+    add_lesion,
+    add_patient,
+    add_series,
+    add_study_row,
+    set_status,
+)
 
 MODEL = "nodule-detector@0.3.0"
 OTHER_MODEL = "nodule-detector@0.2.0"
@@ -62,24 +60,21 @@ overdue on TODAY (on the worklist)."""
 def seed(url: str, secret: str = SECRET, archive: Path | None = None) -> Seeded:
     """Write the three patients' index rows and results into the database at ``url``; with ``archive``, also
     each instance as a DICOM CT slice in that folder (a ``file://`` archive), the nodules drawn in."""
-    source = archive.resolve().as_uri() if archive is not None else "file:///archive"
+    source = archive.resolve().as_uri() if archive is not None else ARCHIVE
     engine = make_engine(url)
     factory = make_sessionmaker(engine)
     out = Seeded()
     with transaction(factory) as session:
         for p, pid in enumerate(PATIENT_IDS):
             dates, lesion_sizes, lungrads, vdt, due = PLAN[pid]
-            patient = Patient(patient_key=patient_key(pid, secret), sex="F" if p % 2 else "M")
-            session.add(patient)
-            session.flush()
+            patient = add_patient(session, pid, "F" if p % 2 else "M", key=patient_key(pid, secret))
             out.keys[pid] = patient.patient_key
-            lesions = []
-            for n, sizes in enumerate(lesion_sizes, start=1):
-                lesion = Lesion(
-                    patient_id=patient.id,
-                    model=MODEL,
-                    label=n,
-                    status="present",
+            lesions = [
+                add_lesion(
+                    session,
+                    patient,
+                    MODEL,
+                    n,
                     nodule_type="solid",
                     first_seen=dates[0],
                     last_seen=dates[-1],
@@ -88,115 +83,58 @@ def seed(url: str, secret: str = SECRET, archive: Path | None = None) -> Seeded:
                     brock_probability=0.02 * sizes[-1],
                     n_observations=len(sizes),
                 )
-                session.add(lesion)
-                lesions.append(lesion)
-            session.flush()
-            analysis = None
+                for n, sizes in enumerate(lesion_sizes, start=1)
+            ]
             for s, study_date in enumerate(dates):
-                study = Study(
-                    study_instance_uid=f"1.2.826.0.1.3680043.10.999.{p}.{s}",
-                    patient_id=patient.id,
-                    study_date=study_date,
-                    patient_age_years=60.0 + s,
+                study = add_study_row(
+                    session, patient, study_date, uid=f"1.2.826.0.1.3680043.10.999.{p}.{s}", age_years=60.0 + s
                 )
-                session.add(study)
-                session.flush()
-                series = Series(
-                    series_instance_uid=f"{study.study_instance_uid}.1",
-                    study_id=study.id,
-                    modality="CT",
-                    series_number=1,
-                    slice_thickness_mm=1.25,
-                    rows=64,
-                    columns=64,
-                )
-                session.add(series)
-                session.flush()
+                uid = f"{study.study_instance_uid}.1"
+                series = add_series(session, study, slices=0, thickness_mm=1.25, uid=uid, number=1, rows=64, columns=64)
                 for k in range(3):
+                    key = f"{pid}/{s}/{k}.dcm"
                     if archive is not None:
                         write_slice(
-                            archive / pid / str(s) / f"{k}.dcm",
+                            archive / key,
                             patient_id=pid,
                             study_uid=study.study_instance_uid,
-                            series_uid=series.series_instance_uid,
-                            sop_uid=f"{series.series_instance_uid}.{k}",
+                            series_uid=uid,
+                            sop_uid=f"{uid}.{k}",
                             z_mm=float(k),
                             nodules=[(_centre(n), sizes[s]) for n, sizes in enumerate(lesion_sizes)],
                         )
-                    obj = ArchiveObject(
-                        source=source,
-                        key=f"{pid}/{s}/{k}.dcm",
-                        etag=f"etag{p}{s}{k}",
-                        size=1000,
-                        status=ObjectStatus.INDEXED,
+                    etag = f"etag{p}{s}{k}"
+                    add_instance(
+                        session, series, f"{uid}.{k}", key, source=source, etag=etag, number=k + 1, z_mm=float(k)
                     )
-                    session.add(obj)
-                    session.flush()
-                    session.add(
-                        Instance(
-                            sop_instance_uid=f"{series.series_instance_uid}.{k}",
-                            object_id=obj.id,
-                            series_id=series.id,
-                            sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                            instance_number=k + 1,
-                            image_position=[0.0, 0.0, float(k)],
-                        )
-                    )
-                analysis = Analysis(
-                    study_id=study.id,
-                    series_id=series.id,
-                    pipeline="lung-ct",
-                    model=MODEL,
-                    status=AnalysisStatus.DONE,
-                    attempts=1,
-                    study_score=0.9,
-                    finished_at=datetime(study_date.year, study_date.month, study_date.day, 3, tzinfo=UTC),
-                )
-                session.add(analysis)
-                # a second model's analysis of the first study, with one unrelated finding
-                if s == 0:
-                    other = Analysis(
-                        study_id=study.id,
-                        series_id=series.id,
-                        pipeline="lung-ct",
-                        model=OTHER_MODEL,
-                        status=AnalysisStatus.DONE,
-                        attempts=1,
-                    )
-                    session.add(other)
-                    session.flush()
-                    session.add(_finding(other.id, 0, 7.7, None, f"{series.series_instance_uid}.0"))
-                session.flush()
+                finished = datetime(study_date.year, study_date.month, study_date.day, 3, tzinfo=UTC)
+                analysis = add_analysis(session, study, series, MODEL, study_score=0.9, finished_at=finished)
+                if s == 0:  # a second model's analysis of the first study, with one unrelated finding
+                    _add_finding(session, add_analysis(session, study, series, OTHER_MODEL), 0, 7.7, None, f"{uid}.0")
                 out.studies[(pid, s)] = study.study_instance_uid
                 out.analyses[(pid, s)] = analysis.id
                 for n, (lesion, sizes) in enumerate(zip(lesions, lesion_sizes, strict=True)):
-                    session.add(_finding(analysis.id, n, sizes[s], lesion.id, f"{series.series_instance_uid}.1"))
-                session.add(
-                    Assessment(
-                        analysis_id=analysis.id,
-                        patient_id=patient.id,
-                        model=MODEL,
-                        study_date=study_date,
-                        lungrads=lungrads if s == len(dates) - 1 else "2",
-                        reason="seeded",
-                        brock_max=max(0.02 * sz[s] for sz in lesion_sizes),
-                        vdt_min_days=vdt if s else None,
-                        follow_up_due=due,
-                    )
-                )
-            assert analysis is not None
-            session.add(
-                PatientStatus(
-                    patient_id=patient.id,
-                    model=MODEL,
-                    latest_analysis_id=analysis.id,
-                    latest_study_date=dates[-1],
-                    lungrads=lungrads,
-                    brock_max=max(0.02 * sz[-1] for sz in lesion_sizes),
-                    vdt_min_days=vdt,
+                    _add_finding(session, analysis, n, sizes[s], lesion, f"{uid}.1")
+                add_assessment(
+                    session,
+                    analysis,
+                    study,
+                    lungrads if s == len(dates) - 1 else "2",
+                    "seeded",
+                    brock_max=max(0.02 * sz[s] for sz in lesion_sizes),
+                    vdt_min_days=vdt if s else None,
                     follow_up_due=due,
-                    n_lesions=len(lesion_sizes),
                 )
+            set_status(
+                session,
+                patient,
+                analysis,
+                lungrads,
+                latest_study_date=dates[-1],
+                brock_max=max(0.02 * sz[-1] for sz in lesion_sizes),
+                vdt_min_days=vdt,
+                follow_up_due=due,
+                n_lesions=len(lesion_sizes),
             )
         for night in (date(2026, 11, 24), date(2026, 11, 25)):
             run = ScanRun(
@@ -218,26 +156,22 @@ def _centre(ordinal: int) -> tuple[float, float, float]:
     return (-50.0 + 30 * ordinal, 10.0, 1.0)
 
 
-def _finding(analysis_id: int, ordinal: int, size_mm: float, lesion_id: int | None, sop_uid: str) -> Finding:
-    x, y, z = _centre(ordinal)
-    return Finding(
-        analysis_id=analysis_id,
-        ordinal=ordinal,
-        label="nodule",
-        score=0.9,
-        center_x_mm=x,
-        center_y_mm=y,
-        center_z_mm=z,
-        diameter_mm=size_mm,
-        extent_mm=[size_mm, size_mm, size_mm],
+def _add_finding(
+    session: Session, analysis: Analysis, ordinal: int, size_mm: float, lesion: Lesion | None, sop_uid: str
+) -> None:
+    """A solid nodule of ``size_mm`` (mm) at finding ``ordinal``'s place, measured as the workers would."""
+    add_finding(
+        session,
+        analysis,
+        _centre(ordinal),
+        size_mm,
+        lesion,
         sop_instance_uid=sop_uid,
-        frame_number=None,
         nodule_type="solid",
         probability=0.95,
         long_axis_mm=size_mm + 0.5,
         short_axis_mm=size_mm - 0.5,
         volume_mm3=round(3.14159 / 6 * size_mm**3, 1),
-        lesion_id=lesion_id,
     )
 
 

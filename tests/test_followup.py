@@ -12,20 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, make_sessionmaker, transaction
-from db.models import (
-    Analysis,
-    AnalysisStatus,
-    ArchiveObject,
-    Assessment,
-    Finding,
-    Instance,
-    Lesion,
-    ObjectStatus,
-    Patient,
-    PatientStatus,
-    Series,
-    Study,
-)
+from db.models import Assessment, Finding, Lesion, Patient, PatientStatus
 from models.measurement import SPICULATED_SCORE
 from screening import LocatedNodule, LungRads
 from screening.alignment import align_studies
@@ -39,6 +26,7 @@ from screening.longitudinal import (
     is_upper_lobe,
     measurement_from_finding,
 )
+from tests.hand_built import add_analysis, add_finding, add_instance, add_patient, add_series, add_study_row
 from workers.followup import update_patient
 
 MODEL = "nodule-detector@0.3.0"
@@ -210,18 +198,17 @@ class Spot:
 
 
 class Archive:
-    """Builds patients, studies, series (with slice positions), done analyses and findings in a database."""
+    """Builds patients, studies, series (with slice positions), done analyses and findings in a database, each
+    in its own transaction; numbered by one counter."""
 
     def __init__(self, factory: sessionmaker[Session]) -> None:
         self.factory = factory
         self.count = 0
 
     def patient(self, sex: str = "F") -> int:
+        n = self._next()
         with transaction(self.factory) as session:
-            patient = Patient(patient_key=f"{self._next():064d}", sex=sex)
-            session.add(patient)
-            session.flush()
-            return patient.id
+            return add_patient(session, f"patient {n}", sex, key=f"{n:064d}").id
 
     def study(
         self,
@@ -235,51 +222,23 @@ class Archive:
         """A study with one series (slices 0..247.5 mm, moved by ``table_z_mm``) and a done analysis per model."""
         n = self._next()
         with transaction(self.factory) as session:
-            study = Study(study_instance_uid=f"1.2.{n}", patient_id=patient_id, study_date=date, patient_age_years=64.0)
-            session.add(study)
-            session.flush()
-            series = Series(series_instance_uid=f"1.3.{n}", study_id=study.id, modality="CT")
-            session.add(series)
-            session.flush()
+            study = add_study_row(session, session.get_one(Patient, patient_id), date, uid=f"1.2.{n}", age_years=64.0)
+            series = add_series(session, study, slices=0, uid=f"1.3.{n}")
             for k in range(0, 100, 33):  # four slices span the scan range
-                obj = ArchiveObject(source="file:///x", key=f"{n}/{k}", etag="e", size=1, status=ObjectStatus.INDEXED)
-                session.add(obj)
-                session.flush()
-                position = [0.0, 0.0, table_z_mm + 2.5 * k]
-                session.add(
-                    Instance(
-                        sop_instance_uid=f"1.4.{n}.{k}",
-                        object_id=obj.id,
-                        series_id=series.id,
-                        sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
-                        image_position=position,
-                    )
-                )
+                add_instance(session, series, f"1.4.{n}.{k}", f"{n}/{k}", z_mm=table_z_mm + 2.5 * k)
             ids = {}
             for model in models:
-                analysis = Analysis(
-                    study_id=study.id, series_id=series.id, pipeline="lung-ct", model=model, status=AnalysisStatus.DONE
-                )
-                session.add(analysis)
-                session.flush()
-                for ordinal, spot in enumerate(spots):
-                    x, y, z = spot.centre
-                    session.add(
-                        Finding(
-                            analysis_id=analysis.id,
-                            ordinal=ordinal,
-                            label="nodule",
-                            score=spot.score,
-                            center_x_mm=x,
-                            center_y_mm=y,
-                            center_z_mm=z,
-                            diameter_mm=spot.diameter_mm,
-                            extent_mm=[spot.diameter_mm] * 3,
-                            nodule_type=spot.kind,
-                            probability=spot.probability,
-                            volume_mm3=None,
-                            spiculation=spot.spiculation,
-                        )
+                analysis = add_analysis(session, study, series, model)
+                for spot in spots:
+                    add_finding(
+                        session,
+                        analysis,
+                        spot.centre,
+                        spot.diameter_mm,
+                        score=spot.score,
+                        probability=spot.probability,
+                        nodule_type=spot.kind,
+                        spiculation=spot.spiculation,
                     )
                 ids[model] = analysis.id
             return ids

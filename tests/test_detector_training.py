@@ -89,7 +89,9 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(tmp_path, mon
     monkeypatch.setattr(train, "EVAL_SHAPE_ZYX", (24, 96, 96))
     monkeypatch.setattr(train, "EVAL_SPACING_ZYX_MM", (5.0, 3.5, 3.5))
     monkeypatch.setattr(
-        train, "training_phantom", lambda rng, *_: make_phantom(rng, shape_zyx=(24, 96, 96), spacing_zyx_mm=(2.5, 3.0, 3.0))
+        train,
+        "training_phantom",
+        lambda rng, *_: make_phantom(rng, shape_zyx=(24, 96, 96), spacing_zyx_mm=(2.5, 3.0, 3.0)),
     )
     run = {"seed": 3, "n_train_volumes": 2, "n_val_volumes": 1, "n_test_volumes": 1, "epochs": 2}
     run |= {"steps_per_epoch": 2, "batch_size": 2, "version": "0.0.1", "num_threads": 1}
@@ -114,7 +116,9 @@ def test_training_volumes_are_the_same_for_any_number_of_processes(monkeypatch) 
     from models import train
 
     monkeypatch.setattr(  # inherited by the forked worker processes
-        train, "training_phantom", lambda rng, *_: make_phantom(rng, shape_zyx=(16, 64, 64), spacing_zyx_mm=(2.5, 3.0, 3.0))
+        train,
+        "training_phantom",
+        lambda rng, *_: make_phantom(rng, shape_zyx=(16, 64, 64), spacing_zyx_mm=(2.5, 3.0, 3.0)),
     )
     serial = train.training_volumes(5, 3, workers=1)
     parallel = train.training_volumes(5, 3, workers=2)

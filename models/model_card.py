@@ -336,7 +336,111 @@ versions (torch {_torch_version()}); other hardware may give slightly different 
 """
 
 
-RENDERERS: dict[str, Callable[[ModelEntry], str]] = {"candidate_cnn_3d": render_classifier_card}
+_BAND_HEADER = (
+    "| true mean diameter | spiculated / smooth | AUC model | AUC hand-made | accuracy model | accuracy hand-made "
+    "| sens. / spec. model | sens. / spec. hand-made |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def _band_rows(bands: dict) -> str:
+    """Model against hand-made score per size band (see models.train_spiculation.compare_by_band)."""
+    rows = []
+    for band, f in bands.items():
+        mo, hm = f.get("model", {}), f.get("handmade", {})
+        rows.append(
+            f"| {band} | {mo.get('spiculated', 'n/a')} / {mo.get('smooth', 'n/a')} | {_num(mo.get('auc'))} | "
+            f"{_num(hm.get('auc'))} | {_pct_or_na(mo.get('accuracy'))} | {_pct_or_na(hm.get('accuracy'))} | "
+            f"{_pct_or_na(mo.get('sensitivity'))} / {_pct_or_na(mo.get('specificity'))} | "
+            f"{_pct_or_na(hm.get('sensitivity'))} / {_pct_or_na(hm.get('specificity'))} |"
+        )
+    return "\n".join(rows)
+
+
+def render_spiculation_card(entry: ModelEntry) -> str:
+    """Markdown model card of the spiculation model (metrics as models.train_spiculation stores them)."""
+    m = entry.metrics
+    prep = entry.preprocessing
+    kwargs = entry.architecture.get("kwargs", {})
+    status = "PROVISIONAL. " if entry.provisional else ""
+    val = m.get("validation", {})
+    calibration = val.get("calibration", {})
+    history = m.get("history", [])
+    return f"""# Model card: {entry.name} {entry.version}
+
+**{status}Trained on synthetic phantoms only. Not for clinical use.** Whether a measured nodule is spiculated
+(Lung-RADS 4X), in place of the hand-made score of `models.measurement`; the workers store its probability in
+`findings.spiculation` (setting `NIGHTSCAN_SPICULATION`; empty: the hand-made score).
+
+## What it does
+
+For each measured nodule (its segmentation's centre in the input volume's voxels z, y, x and its mean diameter in
+mm), reads a scale-normalised cube around it and returns the probability (0..1, calibrated) that it is
+spiculated; spiculated from {entry.score_threshold:g} on ({m.get("threshold_rule", "n/a")}).
+
+- Preprocessing `{prep.version}`: a cube of side max({kwargs.get("min_side_mm", "n/a")} mm,
+  {kwargs.get("side_radii", "n/a")} x radius) (spicules reach about 2.1 radii from the centre), sampled
+  trilinearly in world mm on {kwargs.get("supersample", "n/a")} x {kwargs.get("patch_size", "n/a")} points per
+  axis and box-averaged to {kwargs.get("patch_size", "n/a")}^3 voxels (so {prep.spacing_zyx_mm[0]:g} mm voxels up
+  to a diameter of {2 * kwargs.get("min_side_mm", 0) / max(kwargs.get("side_radii", 1), 1e-9):.1f} mm, coarser
+  above), air (-1000 HU) outside the volume, window {prep.window_hu[0]:g}..{prep.window_hu[1]:g} HU mapped to 0..1.
+- Architecture: 3-D CNN, builder `{entry.architecture["builder"]}` with {kwargs}: two full-resolution 3x3x3
+  convolutions, three stages that halve the grid and double the width, global average and max pooling, one
+  logit; {m.get("n_parameters", "n/a")} parameters; random initialisation.
+- Categories: {entry.categories} (the probability is the second's).
+- Weights: `{entry.weights}` (state_dict), sha256 `{entry.sha256}`.
+
+## Training data
+
+{m.get("training_data", "n/a")}. Label: the phantom's truth (`NoduleTruth.spiculated`; ground glass never).
+Each nodule is measured by `models.measurement.measure_nodule` from its true centre moved by a voxel, and the
+patch cut around the measured centre with the measured diameter, as the worker does. Batches are half spiculated.
+Augmentation: flips on every axis, 90-degree axial rotations, scaling 0.9..1.1, shifts up to a voxel, HU offset,
+contrast and noise. Binary cross-entropy, AdamW with a one-cycle schedule; the best epoch by validation ROC AUC
+(solid and part-solid >= 6 mm) is kept (epoch {m.get("best_epoch", "n/a")} of {len(history)}), then calibrated on
+the validation nodules ({val.get("n_scans", "n/a")} scans, seeds {val.get("seeds", "n/a")}; Platt slope
+{_num(calibration.get("slope"))}, intercept {_num(calibration.get("intercept"))}, folded into the last layer). On
+validation, 0.5 gave {val.get("errors_at_0.5", "n/a")} errors against {val.get("fewest_errors", "n/a")} at the best
+threshold ({_num(val.get("fewest_errors_threshold"), 2)}), and the hand-made score
+{val.get("handmade_ge_6mm", {}).get("errors", "n/a")}.
+
+## Measured performance (held-out synthetic phantoms), against the hand-made score
+
+Test set: {m.get("dataset", "n/a")}. The same nodules for both; the model at {entry.score_threshold:g}, the
+hand-made score at `SPICULATED_SCORE` (0.5). Nodules >= 6 mm that measuring missed (no spiculation stored for
+either): {m.get("test_not_measured", "n/a")}.
+
+{_BAND_HEADER}
+{_band_rows(m.get("test_by_band", {}))}
+
+Inference: {m.get("predict_seconds_per_nodule_cpu", "n/a")} s per nodule on the CPU; the test figures come from the
+cached patches, which `SpiculationModel.predict` reproduces on a phantom drawn again (largest difference
+{_num(m.get("inference_path_max_difference"), 6)}). Training {m.get("training_seconds", "n/a")} s (CPU, 2 threads,
+including drawing and measuring the phantoms, {m.get("data_seconds", "n/a")} s). Training curves:
+`weights/{entry.name}-{entry.version}-curves.png`.
+
+## Reproduce
+
+    {entry.training_command}
+
+`--patch-cache FILE` reads the patches from FILE if it exists (built with the same seed and counts), and writes
+them there otherwise. Trained at {entry.trained_at}; torch {_torch_version()}.
+
+## Limitations
+
+- Synthetic spicules only: straight tapering strands of solid density, 5 to 9 per nodule, 0.5 to 1.1 radii long;
+  real spiculation, lobulation, pleural tags and scars look different.
+- Large nodules (15 mm and more) are read on coarser patch voxels (the side over 32: up to about 2 mm), where
+  thin spicules fade: see that band's sensitivity above. Each band holds few test nodules.
+- The probability is calibrated to the phantoms' prevalence (a quarter of solid and part-solid nodules
+  spiculated); another prevalence shifts it.
+- Numbers above say the pipeline works, not that the model would work on patients.
+"""
+
+
+RENDERERS: dict[str, Callable[[ModelEntry], str]] = {
+    "candidate_cnn_3d": render_classifier_card,
+    "spiculation_cnn_3d": render_spiculation_card,
+}
 """Card renderers by architecture builder; other builders get the detector's card (:func:`render_model_card`)."""
 
 

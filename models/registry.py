@@ -20,6 +20,7 @@ from models.preprocessing import Preprocessing
 if TYPE_CHECKING:
     from models.classifier import CandidateClassifier
     from models.inference import NoduleDetector
+    from models.spiculation import SpiculationModel
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,15 @@ def load_classifier(ref: str, device: str = "cpu", *, registry_path: Path | None
     model, entry = _load_network(ref, registry_path, build_from_architecture)
     logger.info("loaded %s (sha256 %s) on %s", entry.ref, entry.sha256[:12], device)
     return CandidateClassifier(model, entry, device=device)
+
+
+def load_spiculation(ref: str, device: str = "cpu", *, registry_path: Path | None = None) -> SpiculationModel:
+    """Load a registered spiculation model onto `device` after verifying its weights' sha256. Nothing is cached."""
+    from models.spiculation import SpiculationModel, build_from_architecture
+
+    model, entry = _load_network(ref, registry_path, build_from_architecture)
+    logger.info("loaded %s (sha256 %s) on %s", entry.ref, entry.sha256[:12], device)
+    return SpiculationModel(model, entry, device=device)
 
 
 class RegisteredModel:

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
         default="nodule-classifier@0.1.0",
         description="Candidate classifier, name@version, run on the detector's candidates. Empty or 'none': off.",
     )
+    spiculation: str | None = Field(
+        default="nodule-spiculation@0.1.0",
+        description="Spiculation model, name@version, run on each measured finding (its probability is stored in "
+        "findings.spiculation). Empty or 'none': the hand-made score of models.measurement.",
+    )
     pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")
     header_bytes: int = Field(default=16384, description="First ranged GET size when reading headers, bytes.")
     fetch_threads: int = Field(default=16, description="Concurrent GETs when fetching a study's objects.")
@@ -141,10 +146,11 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Logging level.")
 
-    @field_validator("classifier", mode="before")
+    @field_validator("classifier", "spiculation", mode="before")
     @classmethod
     def _no_classifier(cls, value: object) -> object:
-        """An empty string or "none" (any case) turns the classifier off."""
+        """An empty string or "none" (any case) turns the classifier off (the spiculation model: the hand-made
+        score instead)."""
         if isinstance(value, str) and value.strip().lower() in ("", "none"):
             return None
         return value

@@ -24,6 +24,7 @@ from workers.series import DecodePool
 if TYPE_CHECKING:
     from models.classifier import CandidateClassifier
     from models.inference import NoduleDetector
+    from models.spiculation import SpiculationModel
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class WorkerContext:
         self._storages: dict[str, Storage] = {}
         self._detectors: dict[str, NoduleDetector] = {}
         self._classifiers: dict[str, CandidateClassifier] = {}
+        self._spiculation_models: dict[str, SpiculationModel] = {}
 
     @cached_property
     def engine(self) -> Engine:
@@ -96,6 +98,16 @@ class WorkerContext:
             self._classifiers[ref] = load_classifier(ref, device=self.device, registry_path=self._registry(ref))
             log.info("loaded %s on %s", ref, self.device)
         return self._classifiers[ref]
+
+    def spiculation(self, ref: str) -> SpiculationModel:
+        """The spiculation model ``name@version``, loaded (and its sha256 checked) once per process, on the CPU:
+        it runs after the device turn, beside the measurement, and takes about 10 ms per finding there."""
+        if ref not in self._spiculation_models:
+            from models.registry import load_spiculation
+
+            self._spiculation_models[ref] = load_spiculation(ref, device="cpu", registry_path=self._registry(ref))
+            log.info("loaded %s on cpu", ref)
+        return self._spiculation_models[ref]
 
     def _registry(self, ref: str) -> Path | None:
         """The registry to load ``ref`` from: the model store's, fetched with its weights into the cache, when

@@ -2,20 +2,28 @@
 
 Each candidate's centre goes to patient coordinates (mm) through the volume's affine, and to the instance
 (and frame) through it. :func:`models.measurement.measure_nodule` gives the Lung-RADS axes, the volume, the
-type, the solid component and the spiculation score; where it finds no nodule at the centre, the finding keeps
-the detector's box diameter and no measurements, and the reason is logged (without PHI).
+type and the solid component; where it finds no nodule at the centre, the finding keeps the detector's box
+diameter and no measurements, and the reason is logged (without PHI). The spiculation of a measured finding
+(0..1, spiculated from :data:`models.measurement.SPICULATED_SCORE`) is the spiculation model's probability
+(:class:`models.spiculation.SpiculationModel`, at the measured centre and mean diameter) when one is given,
+else the measurement's hand-made score; an unmeasured finding has none.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from db.models import Finding
 from models.candidates import Candidate
 from models.measurement import NoduleMeasurement, measure_nodule
 from workers.volume import Volume
+
+if TYPE_CHECKING:
+    from models.spiculation import SpiculationModel
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +37,35 @@ class Classification:
 
 
 def describe_candidates(
-    volume: Volume, candidates: Sequence[Candidate], classifications: Sequence[Classification] | None = None
+    volume: Volume,
+    candidates: Sequence[Candidate],
+    classifications: Sequence[Classification] | None = None,
+    *,
+    spiculation: SpiculationModel | None = None,
+    stages_s: dict[str, float] | None = None,
 ) -> list[Finding]:
-    """One :class:`Finding` per candidate, in the candidates' order, measured on ``volume``."""
+    """One :class:`Finding` per candidate, in the candidates' order, measured on ``volume``.
+
+    ``spiculation``: the model whose probability (rounded to 3 decimals) becomes each measured finding's
+    spiculation; None: the measurement's hand-made score. ``stages_s``, when given, receives the seconds the
+    model took under "spiculation".
+    """
+    measurements = [_measure(volume, candidate, n) for n, candidate in enumerate(candidates)]
+    scores = [m.spiculation if m is not None else None for m in measurements]
+    if spiculation is not None:
+        start = time.perf_counter()
+        measured = [(n, m) for n, m in enumerate(measurements) if m is not None]
+        probabilities = spiculation.predict(
+            volume.hu, volume.spacing_zyx_mm, [(m.center_zyx_vox, m.mean_diameter_mm) for _, m in measured]
+        )
+        for (n, _), probability in zip(measured, probabilities, strict=True):
+            scores[n] = round(probability, 3)
+        if stages_s is not None:
+            stages_s["spiculation"] = time.perf_counter() - start
     findings = []
-    for n, candidate in enumerate(candidates):
-        measurement = _measure(volume, candidate, n)
+    for n, (candidate, measurement) in enumerate(zip(candidates, measurements, strict=True)):
         classification = classifications[n] if classifications is not None else None
-        findings.append(_finding(volume, candidate, measurement, classification))
+        findings.append(_finding(volume, candidate, measurement, classification, scores[n]))
     return findings
 
 
@@ -55,6 +84,7 @@ def _finding(
     candidate: Candidate,
     measurement: NoduleMeasurement | None,
     classification: Classification | None,
+    spiculation: float | None,
 ) -> Finding:
     centre = measurement.center_zyx_vox if measurement is not None else candidate.center_zyx_vox
     x, y, z = volume.to_patient(centre)
@@ -77,7 +107,7 @@ def _finding(
         finding.volume_mm3 = round(measurement.volume_mm3, 1)
         finding.nodule_type = measurement.nodule_type.value
         finding.solid_component_mm = measurement.solid_component_mm
-        finding.spiculation = measurement.spiculation
+        finding.spiculation = spiculation
     if classification is not None:
         finding.probability = round(classification.probability, 4)
         finding.nodule_type = classification.nodule_type if measurement is None else finding.nodule_type

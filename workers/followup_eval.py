@@ -174,7 +174,9 @@ def analyse_all(settings: Settings) -> dict[str, int]:
 def measure_missing_spiculation(settings: Settings) -> int:
     """Fill ``findings.spiculation`` where a finding was measured before spiculation was (a database of an older
     nightscan): the nodule is measured again at its stored centre (the segmentation's centroid, mm) on its
-    study's volume, and only the spiculation score is written. Returns the findings updated.
+    study's volume, and only the spiculation score is written: the configured spiculation model's probability at the
+    new measurement's centre and mean diameter (``settings.spiculation``, as the worker stores it), else the
+    hand-made score. Returns the findings updated.
 
     The other columns are left as the worker wrote them; the log reports how far the new mean diameter lies from
     the stored one (the same nodule, measured from its centroid instead of the detector's centre).
@@ -212,6 +214,7 @@ def measure_missing_spiculation(settings: Settings) -> int:
         return 0
     log.info("measuring spiculation of %d findings in %d analyses", sum(map(len, todo.values())), len(todo))
     ctx = WorkerContext(settings)
+    model = ctx.spiculation(settings.spiculation) if settings.spiculation else None
     start = time.perf_counter()
     updated = 0
     differences: list[float] = []
@@ -238,6 +241,11 @@ def measure_missing_spiculation(settings: Settings) -> int:
                 log.info("finding %d (analysis %d) not measured again: %s", finding.id, analysis_id, exc)
                 continue
             scores[finding.id] = measured.spiculation
+            if model is not None:
+                probability = model.predict(
+                    volume.hu, volume.spacing_zyx_mm, [(measured.center_zyx_vox, measured.mean_diameter_mm)]
+                )[0]
+                scores[finding.id] = round(probability, 3)
             differences.append(abs(measured.mean_diameter_mm - finding.diameter_mm))
         with transaction(factory) as session:
             for finding_id, value in scores.items():

@@ -134,6 +134,7 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     timings = {"fetch": stats.fetch_s, "decode": stats.decode_s}
     detector = ctx.detector(job.model)
     classifier = ctx.classifier(ctx.settings.classifier) if ctx.settings.classifier else None
+    spiculation = ctx.spiculation(ctx.settings.spiculation) if ctx.settings.spiculation else None
     classifications, study_score = None, None
     with ctx.device_turn.take() as waited:  # meanwhile the other processes of this device fetch and decode
         timings["device_wait"] = waited
@@ -145,8 +146,8 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
             classifications, study_score = _classify(classifier, volume, candidates)
             timings["classify"] = time.perf_counter() - start
     start = time.perf_counter()
-    findings = describe_candidates(volume, candidates, classifications)
-    timings["measure"] = time.perf_counter() - start
+    findings = describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=timings)
+    timings["measure"] = time.perf_counter() - start - timings.get("spiculation", 0.0)
     with transaction(ctx.factory) as session:
         written = write_findings(
             session,

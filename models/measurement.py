@@ -37,9 +37,11 @@ Method (all on a patch around the centre, resampled by linear interpolation to a
    A dense part long and thin inside a ground-glass nodule is a vessel, not a solid core.
 6. Boundary at half-way between the lung and the nodule's outer density (solid about -410 HU, ground glass
    and part-solid about -725 HU); axes on the axial plane through the centroid (calipers on the outer edges
-   of the boundary pixels); volume by counting the input voxels at nodule density inside the segmentation
-   (unbiased on thick voxels, where the interpolated surface cuts the corners of a convex shape); the solid
-   core half-way between ground glass and solid, measured like the nodule.
+   of the boundary pixels), each lengthened by :data:`SLICE_SAMPLING_K` x slice spacing^2 / mean diameter
+   (:func:`_undo_slice_sampling`: slices sample a nodule off its equator); volume by counting the input
+   voxels at nodule density inside the segmentation (unbiased on thick voxels, where the interpolated surface
+   cuts the corners of a convex shape); the solid core half-way between ground glass and solid, measured like
+   the nodule.
 
 :func:`evaluate_on_phantoms` measures the synthetic phantoms' nodules against their true measurements
 (``python -m models.measurement --n 20 --seed 2`` prints the figures at the detector's working grid and at
@@ -106,6 +108,7 @@ SPICULE_RIM_MM = 1.0  # tissue this close to the segmentation is its partial-vol
 SPICULE_REACH_SHARE = 1.3  # an appendage reaching further than this many equivalent radii is a vessel
 SPICULE_MIN_LENGTH_MM = 0.5  # shorter appendages are noise on the rim, not listed
 SPICULE_FULL_MM = 3.2  # a spicule this long (mm beyond the rim) gives a spiculation score of 1
+SLICE_SAMPLING_K = 0.305  # axes + this x slice^2 / diameter (mm): see _undo_slice_sampling
 SPICULATED_SCORE = 0.5  # from this score on (a spicule of 1.6 mm), a nodule is spiculated; see _spicules
 
 __all__ = [
@@ -442,7 +445,7 @@ def _measure_in_patch(
     points = np.argwhere(nodule)
     centroid = points.mean(axis=0)
     plane = int(centroid[0] + 0.5)
-    long_axis, short_axis = _axes(np.argwhere(nodule[plane]) * step, step)
+    long_axis, short_axis = _undo_slice_sampling(*_axes(np.argwhere(nodule[plane]) * step, step), float(spacing[0]))
 
     solid_component = None
     if nodule_type is NoduleType.PART_SOLID:
@@ -857,6 +860,21 @@ def _within(
         blocked = band[cosine < FREE_DIRECTION_COSINE]
         inside[tuple(blocked.T)] = False
     return inside
+
+
+def _undo_slice_sampling(long_mm: float, short_mm: float, slice_mm: float) -> tuple[float, float]:
+    """The axes (mm) lengthened by what sampling the nodule in slices ``slice_mm`` apart takes off them.
+
+    The slices nearest the nodule's equator lie up to half a slice away from it, where a sphere of diameter d
+    is narrower by about 2 dz^2 / d; linear interpolation between them does not restore the equator. Both
+    axes get ``SLICE_SAMPLING_K * slice_mm**2 / mean`` (the mean at least one slice). The constant was fitted
+    on 720 nodules of synthetic phantoms (seeds 31 to 34, slices 1.25, 2, 2.5 and 3 mm): the mean-diameter
+    bias at 2.5 mm slices went from -0.42 / -0.32 / -0.14 / -0.08 mm (4-6 / 6-8 / 8-15 / 15+ mm) to
+    +0.02 / -0.03 / +0.04 / +0.02 mm; the sharp-edge geometry alone gives 1/6.
+    """
+    mean = max((long_mm + short_mm) / 2, slice_mm)
+    delta = SLICE_SAMPLING_K * slice_mm**2 / mean
+    return long_mm + delta, short_mm + delta
 
 
 def _axes(points: np.ndarray, pixel_mm: float) -> tuple[float, float]:

@@ -194,6 +194,9 @@ class Analysis(Base):
     volume: Mapped[dict[str, object] | None] = mapped_column(JSON)
     classifier: Mapped[str | None] = mapped_column(String(128))  # candidate classifier name@version, if any
     classifier_sha256: Mapped[str | None] = mapped_column(String(64))
+    # the spiculation model (name@version) behind the findings' spiculation, if any (None: the hand-made score)
+    spiculation_model: Mapped[str | None] = mapped_column(String(128))
+    spiculation_sha256: Mapped[str | None] = mapped_column(String(64))
     study_score: Mapped[float | None] = mapped_column(Float)  # study-level abnormality score, 0..1
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -119,13 +119,16 @@ def write_findings(
     classifier: str | None = None,
     classifier_sha256: str | None = None,
     study_score: float | None = None,
+    spiculation_model: str | None = None,
+    spiculation_sha256: str | None = None,
 ) -> bool:
     """Write ``findings`` and mark the analysis done, unless it is done already; True if written.
 
     ``timings_s`` gets a ``write`` entry: the seconds spent here, the commit excepted. ``volume`` describes
     the volume the model saw (shape, spacing in mm, corrections made while building it); ``classifier`` and
     ``classifier_sha256`` the candidate classifier that scored the findings, ``study_score`` its study-level
-    abnormality score (0 to 1).
+    abnormality score (0 to 1); ``spiculation_model`` and ``spiculation_sha256`` the model behind the findings'
+    spiculation (None: the measurement's hand-made score).
     """
     start = time.perf_counter()
     result = session.execute(
@@ -142,6 +145,8 @@ def write_findings(
             classifier=classifier,
             classifier_sha256=classifier_sha256,
             study_score=study_score,
+            spiculation_model=spiculation_model,
+            spiculation_sha256=spiculation_sha256,
         )
     )
     if result.rowcount == 0:

@@ -59,12 +59,15 @@ def test_s3_redis_postgres_worker_end_to_end(
                 "preprocess",
                 "inference",
                 "classify",
+                "spiculation",
                 "measure",
                 "write",
             }
             assert analysis.model_sha256 and len(analysis.model_sha256) == 64
             # the candidate classifier scored every finding; the study score is the highest probability
             assert analysis.classifier == settings.classifier and len(analysis.classifier_sha256) == 64
+            # the spiculation model gave each measured finding's spiculation, and the analysis names it
+            assert analysis.spiculation_model == settings.spiculation and len(analysis.spiculation_sha256) == 64
             probabilities = [f.probability for f in analysis.findings]
             assert all(p is not None and 0.0 <= p <= 1.0 for p in probabilities)
             assert analysis.study_score == pytest.approx(max(probabilities, default=0.0), abs=1e-4)

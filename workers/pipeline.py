@@ -165,6 +165,8 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
             classifier=f"{classifier.name}@{classifier.version}" if classifier is not None else None,
             classifier_sha256=classifier.sha256 if classifier is not None else None,
             study_score=study_score,
+            spiculation_model=f"{spiculation.name}@{spiculation.version}" if spiculation is not None else None,
+            spiculation_sha256=spiculation.sha256 if spiculation is not None else None,
         )
     log.info(
         "analysis %d: %d slices, %d findings, study score %s, %s s before the write",

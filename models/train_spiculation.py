@@ -61,17 +61,20 @@ from models.spiculation import (
     extract_nodule_patches,
 )
 from synth.nodules import NoduleKind
-from synth.phantom import make_phantom
+from synth.phantom import MIN_NODULE_DIAMETER_MM, make_phantom
 
 logger = logging.getLogger(__name__)
 
-GEOMETRY = PatchGeometry(patch_size=32, side_radii=5.0, min_side_mm=24.0, supersample=2)
-CONTEXT_SIZE = 40  # stored patch side (voxels of the model's patch voxel): room for scaling by 1.1 and shifts
+# 0.2.0: 48 voxels over 4.6 radii (0.1.0: 32 over 5), so that the spicules of a 25 mm nodule (1.6 mm thick) still
+# span a voxel (1.2 mm, 0.1.0: 2 mm); 0.1.0 missed most spiculated nodules of 15 mm and more.
+GEOMETRY = PatchGeometry(patch_size=48, side_radii=4.6, min_side_mm=24.0, supersample=2)
+CONTEXT_SIZE = 60  # stored patch side (voxels of the model's patch voxel): room for scaling by 1.1 and shifts
 PREPROCESSING = Preprocessing(
-    spacing_zyx_mm=(0.75, 0.75, 0.75),  # the patch voxel of nodules up to 9.6 mm; larger nodules: side / 32
+    spacing_zyx_mm=(0.5, 0.5, 0.5),  # the patch voxel of nodules up to 10.4 mm; larger nodules: side / 48
     window_hu=(-1000.0, 400.0),
-    version="ct-spicule32-5r-min24mm-ss2-w1000-400-v1",
+    version="ct-spicule48-4.6r-min24mm-ss2-w1000-400-v1",
 )
+TRAIN_MIN_NODULE_MM = 6.0  # training and validation phantoms: only nodules that can be 4X (test: from 4 mm)
 ARCHITECTURE: dict[str, Any] = {
     "builder": "spiculation_cnn_3d",
     "kwargs": {**dataclasses.asdict(GEOMETRY), "width": 6, "dropout": 0.2},
@@ -144,12 +147,13 @@ def phantom_nodules(split: str, seed: int, i: int) -> NoduleSet:
     EVAL_NODULES nodules), measure every true nodule from its centre moved by a voxel, and cut its context patch
     around the measured centre and diameter (the truth's, jittered, where measuring fails)."""
     rng = np.random.default_rng([seed, i])
+    min_mm = TRAIN_MIN_NODULE_MM if split in ("train", "val") else MIN_NODULE_DIAMETER_MM
     if split == "train":
         shape, spacing = training_grid(rng)
         count = int(rng.integers(3, 7))
     else:
         shape, spacing, count = EVAL_SHAPE_ZYX, EVAL_SPACING_ZYX_MM, EVAL_NODULES
-    phantom = make_phantom(rng, shape_zyx=shape, spacing_zyx_mm=spacing, n_nodules=count)
+    phantom = make_phantom(rng, shape_zyx=shape, spacing_zyx_mm=spacing, n_nodules=count, min_nodule_mm=min_mm)
     jitter = np.random.default_rng([seed, i, 1])
     nodules, measured_mm, handmade = [], [], []
     for truth in phantom.nodules:
@@ -250,13 +254,15 @@ def center_view(patches_hu: np.ndarray | torch.Tensor, size: int = GEOMETRY.patc
     return window(x[:, lo : lo + size, lo : lo + size, lo : lo + size], PREPROCESSING.window_hu)[:, None]
 
 
-def logits_of(model: torch.nn.Module, patches_hu: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Spiculation logits (N,) of context patches, the model in eval mode."""
+def logits_of(
+    model: torch.nn.Module, patches_hu: np.ndarray, *, batch_size: int = 64, device: str = "cpu"
+) -> np.ndarray:
+    """Spiculation logits (N,) of context patches, the model (on ``device``) in eval mode."""
     model.eval()
     out = []
     with torch.inference_mode():
         for start in range(0, len(patches_hu), batch_size):
-            out.append(model(center_view(patches_hu[start : start + batch_size])).float())
+            out.append(model(center_view(patches_hu[start : start + batch_size]).to(device)).float().cpu())
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
@@ -380,9 +386,10 @@ def train_spiculation(
     data_workers: int = 2,
     num_threads: int | None = 2,
     name: str = "nodule-spiculation",
-    version: str = "0.1.0",
+    version: str = "0.2.0",
     registry_path: Path | None = None,
     patch_cache: Path | None = None,
+    device: str = "cpu",
     command: str | None = None,
 ) -> dict[str, Any]:
     """Build the nodule patches, train, calibrate on validation, compare with the hand-made score on test, save and
@@ -391,7 +398,8 @@ def train_spiculation(
     Writes `{name}-{version}.pt` (state_dict) and `{name}-{version}-curves.png` into `out_dir`, the entry into the
     registry (`models/registry.json` unless `registry_path`) and the model card beside it. `patch_cache` (.npz):
     the train, validation and test patches are read from it when it exists (built with the same seed and
-    counts), else written to it.
+    counts), else written to it. ``device``: where the network trains (cpu or cuda); the patches are drawn on
+    the CPU and the registered model is evaluated there.
     """
     started = time.perf_counter()
     if num_threads:
@@ -417,7 +425,7 @@ def train_spiculation(
     data_seconds = time.perf_counter() - started
     val_relevant = val.relevant()
 
-    model = build_from_architecture(ARCHITECTURE).to(memory_format=torch.channels_last_3d)
+    model = build_from_architecture(ARCHITECTURE).to(device, memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.15
@@ -430,15 +438,16 @@ def train_spiculation(
         losses = []
         for _ in range(steps_per_epoch):
             index = _sampler(train, batch_size, rng)
-            inputs = augment(torch.from_numpy(train.patches[index]), gen).to(memory_format=torch.channels_last_3d)
-            labels = torch.from_numpy(train.spiculated[index]).float()
+            inputs = augment(torch.from_numpy(train.patches[index]), gen)
+            inputs = inputs.to(device, memory_format=torch.channels_last_3d)
+            labels = torch.from_numpy(train.spiculated[index]).float().to(device)
             loss = F.binary_cross_entropy_with_logits(model(inputs), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
-        logits = logits_of(model, val.patches)
+        logits = logits_of(model, val.patches, device=device)
         labels_val = val.spiculated[val_relevant]
         val_loss = float(
             F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(val.spiculated).double())
@@ -467,7 +476,7 @@ def train_spiculation(
     if best is None:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     model.load_state_dict(best[2])
-    model = model.to(memory_format=torch.contiguous_format).eval()
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()
     logger.info("best epoch %d (val AUC >= 6 mm %.3f)", best[1], best[0][0])
 
     # Calibrate on the validation nodules that count (Platt), folded into the head: the threshold stays 0.5.
@@ -545,7 +554,8 @@ def train_spiculation(
         "dataset": f"{n_test_volumes} held-out synthetic phantoms {EVAL_SHAPE_ZYX} at {EVAL_SPACING_ZYX_MM} mm "
         f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i], {EVAL_NODULES} nodules each): the measured solid "
         "and part-solid nodules, each measured from its true centre moved by a voxel; bands by true mean diameter",
-        "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], 3..6 nodules; a third "
+        "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], 3..6 nodules of "
+        f"{TRAIN_MIN_NODULE_MM:g}..25 mm; a third "
         f"at {EVAL_SHAPE_ZYX} x {EVAL_SPACING_ZYX_MM} mm, the others slices 1.25..3 mm, in-plane 0.6..1.6 mm): "
         f"{len(train)} nodules, {int(train.spiculated.sum())} spiculated, {int((~train.measured).sum())} not "
         "measured (truth centre and diameter, jittered)",
@@ -584,7 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-workers", type=int, default=2, help="processes drawing and measuring phantoms")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--registry", type=Path, default=None)
-    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--version", default="0.2.0")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where the network trains")
     parser.add_argument("--patch-cache", type=Path, default=None, help="read/write the nodule patches (.npz)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2 or args.data_workers < 1:
@@ -609,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         version=args.version,
         registry_path=args.registry,
         patch_cache=args.patch_cache,
+        device=args.device,
         command=command,
     )
 

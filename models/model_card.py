@@ -162,6 +162,12 @@ weights and hence a different sha256.
 """
 
 
+def _largest_voxel_mm(kwargs: dict[str, Any]) -> float:
+    """The spiculation patch's voxel (mm) for a nodule of 30 mm, from the architecture's patch geometry."""
+    side = max(float(kwargs.get("min_side_mm", 24.0)), float(kwargs.get("side_radii", 5.0)) * 15.0)
+    return side / int(kwargs.get("patch_size", 32))
+
+
 def _torch_version() -> str:
     import torch
 
@@ -365,6 +371,7 @@ def render_spiculation_card(entry: ModelEntry) -> str:
     val = m.get("validation", {})
     calibration = val.get("calibration", {})
     history = m.get("history", [])
+    device = m.get("device", "CPU, 2 threads")
     return f"""# Model card: {entry.name} {entry.version}
 
 **{status}Trained on synthetic phantoms only. Not for clinical use.** Whether a measured nodule is spiculated
@@ -414,7 +421,7 @@ either): {m.get("test_not_measured", "n/a")}.
 
 Inference: {m.get("predict_seconds_per_nodule_cpu", "n/a")} s per nodule on the CPU; the test figures come from the
 cached patches, which `SpiculationModel.predict` reproduces on a phantom drawn again (largest difference
-{_num(m.get("inference_path_max_difference"), 6)}). Training {m.get("training_seconds", "n/a")} s (CPU, 2 threads,
+{_num(m.get("inference_path_max_difference"), 6)}). Training {m.get("training_seconds", "n/a")} s ({device},
 including drawing and measuring the phantoms, {m.get("data_seconds", "n/a")} s). Training curves:
 `weights/{entry.name}-{entry.version}-curves.png`.
 
@@ -423,14 +430,15 @@ including drawing and measuring the phantoms, {m.get("data_seconds", "n/a")} s).
     {entry.training_command}
 
 `--patch-cache FILE` reads the patches from FILE if it exists (built with the same seed and counts), and writes
-them there otherwise. Trained at {entry.trained_at}; torch {_torch_version()}.
+them there otherwise. Trained at {entry.trained_at}; torch {m.get("torch") or _torch_version()}.
 
 ## Limitations
 
 - Synthetic spicules only: straight tapering strands of solid density, 5 to 9 per nodule, 0.5 to 1.1 radii long;
   real spiculation, lobulation, pleural tags and scars look different.
-- Large nodules (15 mm and more) are read on coarser patch voxels (the side over 32: up to about 2 mm), where
-  thin spicules fade: see that band's sensitivity above. Each band holds few test nodules.
+- Large nodules are read on coarser patch voxels (the side over {kwargs.get("patch_size", 32)}: up to
+  {_largest_voxel_mm(kwargs):.1f} mm at 30 mm), where thin spicules fade: see the 15-30 mm band above. Each band
+  holds few test nodules.
 - The probability is calibrated to the phantoms' prevalence (a quarter of solid and part-solid nodules
   spiculated); another prevalence shifts it.
 - Numbers above say the pipeline works, not that the model would work on patients.

@@ -568,6 +568,8 @@ def train_spiculation(
         "best_epoch": best[1],
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "predict_seconds_per_nodule_cpu": round(predict_seconds, 4),
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {num_threads} threads",
+        "torch": torch.__version__,
         "data_seconds": round(data_seconds, 1),
         "training_seconds": round(time.perf_counter() - started, 1),
         "history": history,

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         description="Candidate classifier, name@version, run on the detector's candidates. Empty or 'none': off.",
     )
     spiculation: str | None = Field(
-        default="nodule-spiculation@0.1.0",
+        default="nodule-spiculation@0.2.0",
         description="Spiculation model, name@version, run on each measured finding (its probability is stored in "
         "findings.spiculation). Empty or 'none': the hand-made score of models.measurement.",
     )

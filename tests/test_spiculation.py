@@ -21,7 +21,7 @@ from workers.context import WorkerContext
 from workers.findings import describe_candidates
 from workers.volume import Volume
 
-REF = "nodule-spiculation@0.1.0"
+REF = "nodule-spiculation@0.2.0"
 # Far from every seed train_spiculation uses (9_000_000 .. 9_600_000 + s) and from the other tests' (10_000_000..).
 FRESH_SEED = 12_000_000
 WINDOW_HU = (-1000.0, 400.0)

@@ -78,13 +78,15 @@ def list_entries(registry_path: Path | None = None) -> list[ModelEntry]:
 
 
 def get_entry(ref: str, registry_path: Path | None = None) -> ModelEntry:
-    """The entry for "name@version", or the highest version of "name"; KeyError naming `ref` if absent."""
+    """The entry for "name@version", or for a bare "name" its highest version that is not provisional (the
+    highest of all when every version is); KeyError naming `ref` if absent."""
     name, _, version = ref.partition("@")
     matches = [e for e in list_entries(registry_path) if e.name == name and (not version or e.version == version)]
     if not matches:
         known = [e.ref for e in list_entries(registry_path)]
         raise KeyError(f"model {ref!r} is not registered; known: {known}")
-    return max(matches, key=lambda e: _version_key(e.version))
+    released = [e for e in matches if not e.provisional]
+    return max(released or matches, key=lambda e: _version_key(e.version))
 
 
 def register(entry: ModelEntry, registry_path: Path | None = None) -> None:

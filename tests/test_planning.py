@@ -192,13 +192,14 @@ def test_two_schedulers_at_once_send_each_analysis_once(tmp_path: Path, postgres
 
 
 def test_the_night_is_claimed_once(archive) -> None:
-    from datetime import datetime
+    from datetime import datetime, time
 
     from scheduler.nightly import night_of, parse_clock, run_night
 
     settings, _, truth, factory = archive
     sent: list[int] = []
-    evening = datetime(2026, 11, 25, 22, 0).astimezone()
+    # tonight, 22:00: the window (until 06:00) must still be open by the real clock, which sending checks
+    evening = datetime.combine(datetime.now().date(), time(22, 0)).astimezone()
     first = run_night(settings, factory, sent.append, now=evening)
     assert first is not None and first.enqueued == len(truth.studies)
     assert run_night(settings, factory, sent.append, now=evening + timedelta(hours=3)) is None  # same night

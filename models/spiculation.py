@@ -118,27 +118,9 @@ class SpiculationNet(nn.Module):
         return self.head(self.dropout(pooled))[:, 0]
 
 
-def build_spiculation_cnn(
-    *,
-    patch_size: int = 32,
-    side_radii: float = 5.0,
-    min_side_mm: float = 24.0,
-    supersample: int = 2,
-    width: int = 6,
-    dropout: float = 0.2,
-) -> SpiculationNet:
-    """Build the spiculation CNN (random init); the patch geometry's units are those of :class:`PatchGeometry`."""
-    return SpiculationNet(
-        patch_size=patch_size,
-        side_radii=side_radii,
-        min_side_mm=min_side_mm,
-        supersample=supersample,
-        width=width,
-        dropout=dropout,
-    )
-
-
-BUILDERS: dict[str, Callable[..., nn.Module]] = {"spiculation_cnn_3d": build_spiculation_cnn}
+BUILDERS: dict[str, Callable[..., nn.Module]] = {"spiculation_cnn_3d": SpiculationNet}
+"""Builders by registry name; a builder takes the architecture's kwargs (the patch geometry's units are those of
+:class:`PatchGeometry`)."""
 
 
 def build_from_architecture(architecture: dict[str, Any]) -> nn.Module:

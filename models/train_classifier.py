@@ -46,10 +46,10 @@ from models.classifier import (
     build_from_architecture,
     extract_patches,
     study_score,
-    window,
 )
 from models.inference import NoduleDetector
 from models.model_card import write_model_card
+from models.patch_augment import augment_patches, center_crop
 from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register, training_command
@@ -260,40 +260,16 @@ def patch_set(phantom: Phantom, candidates: list[LabelledCandidate], size: int =
 
 
 def augment(patches_hu: torch.Tensor, gen: torch.Generator, *, size: int = PATCH_SIZE) -> torch.Tensor:
-    """Random training views (B, 1, size, size, size) in [0, 1] of context patches (B, C, C, C) in HU.
-
-    Flips on every axis, 90-degree rotations in the axial plane, isotropic scaling by 0.9..1.1 and shifts of
-    up to half a voxel (one resampling), then HU offset (sd 20 HU), contrast (0.95..1.05) and added noise
-    (sd 0..25 HU) before windowing.
-    """
-    b, c = patches_hu.shape[0], patches_hu.shape[-1]
-    x = patches_hu.float()[:, None]
-    # One resampling: theta maps output (x, y, z) to input coordinates = scale * flips @ in-plane rotation.
-    turns = torch.randint(0, 4, (b,), generator=gen).double() * (torch.pi / 2)
-    cos, sin = torch.cos(turns).round(), torch.sin(turns).round()
-    rotation = torch.zeros(b, 3, 3)
-    rotation[:, 0, 0], rotation[:, 0, 1], rotation[:, 1, 0], rotation[:, 1, 1] = cos, -sin, sin, cos
-    rotation[:, 2, 2] = 1.0
-    flips = torch.where(torch.rand(b, 3, generator=gen) < 0.5, -1.0, 1.0)
-    scale = (0.9 + 0.2 * torch.rand(b, generator=gen)) * size / c
-    theta = torch.zeros(b, 3, 4)
-    theta[:, :, :3] = scale[:, None, None] * flips[:, :, None] * rotation
-    theta[:, :, 3] = (torch.rand(b, 3, generator=gen) - 0.5) * (2 / c)  # shifts of +-0.5 voxel
-    grid = F.affine_grid(theta, [b, 1, size, size, size], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    offset = torch.randn(b, 1, 1, 1, 1, generator=gen) * 20.0
-    contrast = 0.95 + 0.1 * torch.rand(b, 1, 1, 1, 1, generator=gen)
-    noise_sd = 25.0 * torch.rand(b, 1, 1, 1, 1, generator=gen)
-    x = (x + 1000.0) * contrast - 1000.0 + offset + torch.randn(x.shape, generator=gen) * noise_sd
-    return window(x, PREPROCESSING.window_hu)
+    """Random training views (B, 1, size, size, size) in [0, 1] of context patches (B, C, C, C) in HU
+    (:func:`models.patch_augment.augment_patches`: shifts of up to half a voxel, noise sd up to 25 HU)."""
+    return augment_patches(
+        patches_hu, gen, size=size, window_hu=PREPROCESSING.window_hu, max_shift_vox=0.5, max_noise_hu=25.0
+    )
 
 
 def center_view(patches_hu: np.ndarray | torch.Tensor, size: int = PATCH_SIZE) -> torch.Tensor:
     """The un-augmented model input (B, 1, size, size, size) of context patches: the centre crop, windowed."""
-    x = torch.as_tensor(patches_hu).float()
-    lo = (x.shape[-1] - size) // 2
-    x = x[:, lo : lo + size, lo : lo + size, lo : lo + size]
-    return window(x, PREPROCESSING.window_hu)[:, None]
+    return center_crop(patches_hu, size=size, window_hu=PREPROCESSING.window_hu)
 
 
 def classification_loss(

@@ -46,10 +46,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from models.classifier import window
 from models.measurement import SPICULATED_SCORE, measure_nodule
 from models.metrics import roc_auc
 from models.model_card import write_model_card
+from models.patch_augment import augment_patches, center_crop
 from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, register
@@ -220,38 +220,17 @@ def build_set(split: str, seed: int, count: int, workers: int) -> NoduleSet:
 
 
 def augment(patches_hu: torch.Tensor, gen: torch.Generator, *, size: int = GEOMETRY.patch_size) -> torch.Tensor:
-    """Random training views (B, 1, size, size, size) in [0, 1] of context patches (B, C, C, C) in HU.
-
-    Flips on every axis, 90-degree axial rotations, isotropic scaling by 0.9..1.1 and shifts of up to one patch
-    voxel (one trilinear resampling), then HU offset (sd 20 HU), contrast (0.95..1.05) and noise (sd 0..20 HU).
-    """
-    b, c = patches_hu.shape[0], patches_hu.shape[-1]
-    x = patches_hu.float()[:, None]
-    turns = torch.randint(0, 4, (b,), generator=gen).double() * (torch.pi / 2)
-    cos, sin = torch.cos(turns).round().float(), torch.sin(turns).round().float()
-    rotation = torch.zeros(b, 3, 3)
-    rotation[:, 0, 0], rotation[:, 0, 1], rotation[:, 1, 0], rotation[:, 1, 1] = cos, -sin, sin, cos
-    rotation[:, 2, 2] = 1.0  # theta's rows are (x, y, z): the axial plane is x-y
-    flips = torch.where(torch.rand(b, 3, generator=gen) < 0.5, -1.0, 1.0)
-    scale = (0.9 + 0.2 * torch.rand(b, generator=gen)) * size / c
-    theta = torch.zeros(b, 3, 4)
-    theta[:, :, :3] = scale[:, None, None] * flips[:, :, None] * rotation
-    theta[:, :, 3] = (torch.rand(b, 3, generator=gen) * 2 - 1) * (2 / c)  # up to one voxel either way
-    grid = F.affine_grid(theta, [b, 1, size, size, size], align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    offset = torch.randn(b, 1, 1, 1, 1, generator=gen) * 20.0
-    contrast = 0.95 + 0.1 * torch.rand(b, 1, 1, 1, 1, generator=gen)
-    noise_sd = 20.0 * torch.rand(b, 1, 1, 1, 1, generator=gen)
-    x = (x + 1000.0) * contrast - 1000.0 + offset + torch.randn(x.shape, generator=gen) * noise_sd
-    return window(x, PREPROCESSING.window_hu)
+    """Random training views (B, 1, size, size, size) in [0, 1] of context patches (B, C, C, C) in HU
+    (:func:`models.patch_augment.augment_patches`: shifts of up to one patch voxel, noise sd up to 20 HU)."""
+    return augment_patches(
+        patches_hu, gen, size=size, window_hu=PREPROCESSING.window_hu, max_shift_vox=1.0, max_noise_hu=20.0
+    )
 
 
 def center_view(patches_hu: np.ndarray | torch.Tensor, size: int = GEOMETRY.patch_size) -> torch.Tensor:
     """The model input (B, 1, size, size, size) of context patches: the centre crop (the very patch
     :func:`extract_nodule_patches` cuts at the model's size), windowed."""
-    x = torch.as_tensor(patches_hu).float()
-    lo = (x.shape[-1] - size) // 2
-    return window(x[:, lo : lo + size, lo : lo + size, lo : lo + size], PREPROCESSING.window_hu)[:, None]
+    return center_crop(patches_hu, size=size, window_hu=PREPROCESSING.window_hu)
 
 
 def logits_of(

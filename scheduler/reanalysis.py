@@ -194,14 +194,19 @@ def follow_new_studies(session: Session, *, pipeline: str, current_model: str, q
         began = session.scalar(
             select(func.min(Analysis.created_at)).where(Analysis.pipeline == pipeline, Analysis.model == model)
         )
+        in_campaign = (
+            select(Study.patient_id)
+            .join(Analysis, Analysis.study_id == Study.id)
+            .where(Analysis.pipeline == pipeline, Analysis.model == model)
+        )
+        # only the campaign's patients with a study indexed since it began: few, whatever the campaign's size
         patients = list(
             session.scalars(
-                select(Study.patient_id)
-                .join(Analysis, Analysis.study_id == Study.id)
-                .where(Analysis.pipeline == pipeline, Analysis.model == model)
-                .distinct()
+                select(Study.patient_id).where(Study.created_at > began, Study.patient_id.in_(in_campaign)).distinct()
             )
         )
+        if not patients:
+            continue
         report = plan_reanalysis(
             session, model, pipeline=pipeline, patient_ids=patients, created_after=began, quiet_s=quiet_s, now=now
         )

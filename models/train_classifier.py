@@ -22,10 +22,12 @@ registry entry and the model card are written. Positives under 10 mm are drawn t
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import copy
 import dataclasses
 import datetime as dt
 import logging
+import multiprocessing
 import os
 import sys
 import time
@@ -54,7 +56,7 @@ from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register, training_command
 from screening.types import NoduleType
-from synth.phantom import Phantom, make_phantom
+from synth.phantom import MIN_NODULE_DIAMETER_MM, Phantom, make_phantom
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ ARCHITECTURE: dict[str, Any] = {
 DETECTOR_REF = "nodule-detector@0.1.0"
 EVAL_SHAPE_ZYX = (48, 128, 128)
 EVAL_SPACING_ZYX_MM = (2.5, 2.5, 2.5)
+ARCHIVE_SHAPE_ZYX = (100, 256, 256)  # the longitudinal evaluation's studies (workers/followup_eval.py)
+ARCHIVE_SPACING_ZYX_MM = (2.5, 1.4, 1.4)
+EVAL_GRIDS = {"small": (EVAL_SHAPE_ZYX, EVAL_SPACING_ZYX_MM), "archive": (ARCHIVE_SHAPE_ZYX, ARCHIVE_SPACING_ZYX_MM)}
 THIN_SHAPE_ZYX = (96, 256, 256)
 THIN_SPACING_ZYX_MM = (1.25, 1.25, 1.25)
 MIN_VAL_SENSITIVITY = 0.95
@@ -123,11 +128,43 @@ class LabelledCandidate:
     nodule: int = -1  # index of the true nodule in the phantom (positives), -1 for negatives
 
 
-def training_phantom(rng: np.random.Generator) -> Phantom:
-    """A phantom with 1..4 nodules at a random voxel size (z 1.0..3.0 mm, in-plane 1.0..2.8 mm) over ~120 mm."""
-    dz, dxy = float(rng.uniform(1.0, 3.0)), float(rng.uniform(1.0, 2.8))
-    shape = (round(120 / dz), round(320 / dxy), round(320 / dxy))
-    return make_phantom(rng, shape_zyx=shape, spacing_zyx_mm=(dz, dxy, dxy), n_nodules=int(rng.integers(1, 5)))
+@dataclass(frozen=True)
+class PhantomRecipe:
+    """How the phantoms are drawn: the smallest nodule (mm), the share of training phantoms on the longitudinal
+    archive's grid (ARCHIVE_SHAPE_ZYX at ARCHIVE_SPACING_ZYX_MM; the others at a random voxel size), and the grid
+    of the validation and test phantoms (a key of EVAL_GRIDS). The defaults are nodule-classifier 0.1.0's."""
+
+    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM
+    archive_share: float = 0.0
+    eval_grid: str = "small"
+
+    def __post_init__(self) -> None:
+        if self.eval_grid not in EVAL_GRIDS:
+            raise ValueError(f"eval_grid must be one of {sorted(EVAL_GRIDS)}, got {self.eval_grid!r}")
+        if not 0.0 <= self.archive_share <= 1.0:
+            raise ValueError(f"archive_share must be in [0, 1], got {self.archive_share}")
+
+    @property
+    def eval_shape_spacing(self) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+        return EVAL_GRIDS[self.eval_grid]
+
+
+def training_phantom(rng: np.random.Generator, recipe: PhantomRecipe | None = None) -> Phantom:
+    """A phantom with 1..4 nodules: on the archive's grid (a `recipe.archive_share` of them), else at a random
+    voxel size (z 1.0..3.0 mm, in-plane 1.0..2.8 mm) over ~120 x 320 x 320 mm."""
+    recipe = recipe or PhantomRecipe()
+    if recipe.archive_share > 0 and rng.random() < recipe.archive_share:  # no draw at 0: 0.1.0's phantoms
+        shape, spacing = ARCHIVE_SHAPE_ZYX, ARCHIVE_SPACING_ZYX_MM
+    else:
+        dz, dxy = float(rng.uniform(1.0, 3.0)), float(rng.uniform(1.0, 2.8))
+        shape, spacing = (round(120 / dz), round(320 / dxy), round(320 / dxy)), (dz, dxy, dxy)
+    return make_phantom(
+        rng,
+        shape_zyx=shape,
+        spacing_zyx_mm=spacing,
+        n_nodules=int(rng.integers(1, 5)),
+        min_nodule_mm=recipe.min_nodule_mm,
+    )
 
 
 def _kind_index(kind: str) -> int:
@@ -363,45 +400,92 @@ def predict(model: torch.nn.Module, patches_hu: np.ndarray, *, batch_size: int =
     return torch.cat(probs).numpy(), torch.cat(types).numpy()
 
 
-def _eval_phantom(seed: int, i: int, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Phantom:
-    return make_phantom(np.random.default_rng([seed, i]), shape_zyx=shape, spacing_zyx_mm=spacing)
+def _eval_phantom(
+    seed: int,
+    i: int,
+    shape: tuple[int, int, int],
+    spacing: tuple[float, float, float],
+    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
+) -> Phantom:
+    return make_phantom(
+        np.random.default_rng([seed, i]), shape_zyx=shape, spacing_zyx_mm=spacing, min_nodule_mm=min_nodule_mm
+    )
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """What to cut from phantoms [seed, i]: `jitters` jittered copies of each nodule, the detector's candidates on
+    the first `detector_volumes` phantoms, and random vessel, chest-wall and parenchyma points."""
+
+    seed: int
+    detector_volumes: int
+    jitters: int
+    n_vessel: int
+    n_wall: int
+    n_lung: int
+    for_training: bool
+    recipe: PhantomRecipe
+
+
+_worker_detector: NoduleDetector | None = None  # each data worker's own detector (see _init_data_worker)
+
+
+def _init_data_worker(detector_ref: str, registry_path: Path | None) -> None:
+    global _worker_detector
+    torch.set_num_threads(1)
+    _worker_detector = load_detector(detector_ref, "cpu", registry_path=registry_path)
+
+
+def phantom_patches(plan: PatchPlan, i: int, detector: NoduleDetector | None = None) -> PatchSet:
+    """The labelled patches of phantom [plan.seed, i] (`detector`: this process's own when None)."""
+    if plan.for_training:
+        phantom = training_phantom(np.random.default_rng([plan.seed, i]), plan.recipe)
+    else:
+        shape, spacing = plan.recipe.eval_shape_spacing
+        phantom = _eval_phantom(plan.seed, i, shape, spacing, plan.recipe.min_nodule_mm)
+    candidates = label_candidates(
+        phantom,
+        (detector or _worker_detector) if i < plan.detector_volumes else None,
+        np.random.default_rng([plan.seed, i, 1]),
+        jitters=plan.jitters,
+        n_vessel=plan.n_vessel,
+        n_wall=plan.n_wall,
+        n_lung=plan.n_lung,
+        for_training=plan.for_training,
+    )
+    return patch_set(phantom, candidates)
 
 
 def build_patches(
     detector: NoduleDetector,
+    plan: PatchPlan,
     *,
-    seed: int,
     count: int,
-    detector_volumes: int,
-    jitters: int,
-    n_vessel: int,
-    n_wall: int,
-    n_lung: int,
-    for_training: bool,
     description: str,
+    workers: int = 1,
+    registry_path: Path | None = None,
 ) -> PatchSet:
-    """Patches of `count` phantoms [seed, i] (`training_phantom`s, or eval-shaped ones), with the detector's
-    candidates on the first `detector_volumes`."""
-    sets = []
+    """Patches of `count` phantoms [plan.seed, i] (`training_phantom`s, or eval-grid ones), in order, drawn in
+    `workers` processes (each loads `detector`'s registered version itself from `registry_path`)."""
     started = time.perf_counter()
-    for i in range(count):
-        if for_training:
-            phantom = training_phantom(np.random.default_rng([seed, i]))
-        else:
-            phantom = _eval_phantom(seed, i, EVAL_SHAPE_ZYX, EVAL_SPACING_ZYX_MM)
-        candidates = label_candidates(
-            phantom,
-            detector if i < detector_volumes else None,
-            np.random.default_rng([seed, i, 1]),
-            jitters=jitters,
-            n_vessel=n_vessel,
-            n_wall=n_wall,
-            n_lung=n_lung,
-            for_training=for_training,
-        )
-        sets.append(patch_set(phantom, candidates))
-        if (i + 1) % 20 == 0:
-            logger.info("%s: %d/%d phantoms (%.0f s)", description, i + 1, count, time.perf_counter() - started)
+    sets: list[PatchSet] = []
+
+    def progress(k: int) -> None:
+        if k % 20 == 0:
+            logger.info("%s: %d/%d phantoms (%.0f s)", description, k, count, time.perf_counter() - started)
+
+    if workers <= 1:
+        for i in range(count):
+            sets.append(phantom_patches(plan, i, detector))
+            progress(i + 1)
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_data_worker, initargs=(detector.entry.ref, registry_path)
+        ) as pool:
+            for k, result in enumerate(pool.map(phantom_patches, [plan] * count, range(count)), 1):
+                sets.append(result)
+                progress(k)
     data = PatchSet.concat(sets)
     counts = {s: int((data.source == k).sum()) for k, s in enumerate(SOURCES)}
     logger.info(
@@ -468,6 +552,7 @@ def evaluate_on_phantoms(
     count: int,
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
+    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
 ) -> dict[str, Any]:
     """Held-out metrics through the inference path (:meth:`CandidateClassifier.classify`) on phantoms [seed, i].
 
@@ -479,7 +564,7 @@ def evaluate_on_phantoms(
     records = []
     studies = []
     for i in range(count):
-        phantom = _eval_phantom(seed, i, shape, spacing)
+        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm)
         candidates = label_candidates(
             phantom,
             detector,
@@ -569,12 +654,13 @@ def evaluate_types(
     count: int,
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
+    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
 ) -> dict[str, Any]:
     """Type accuracy and confusion matrix on every true nodule of phantoms [seed, i] (centres jittered by up to
     2 mm like a detector's), through :meth:`CandidateClassifier.classify`; also by size band."""
     truth, predicted, diameters = [], [], []
     for i in range(count):
-        phantom = _eval_phantom(seed, i, shape, spacing)
+        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm)
         rng = np.random.default_rng([seed, i, 2])
         sp = np.asarray(spacing, dtype=np.float64)
         centres = [_jittered(n.center_zyx_vox, n.diameter_mm, sp, rng) for n in phantom.nodules]
@@ -584,7 +670,7 @@ def evaluate_types(
             diameters.append(n.diameter_mm)
     t, p, d = np.array(truth, dtype=int), np.array(predicted, dtype=int), np.array(diameters)
     bands = {}
-    for low, high in ((4.0, 6.0), (6.0, 10.0), (10.0, 30.0)):
+    for low, high in ((3.0, 4.0), (4.0, 6.0), (6.0, 10.0), (10.0, 30.0)):
         inside = (d >= low) & (d < high)
         bands[f"{low:g}-{high:g}mm"] = {
             "n": int(inside.sum()),
@@ -644,6 +730,8 @@ def train_classifier(
     detector_ref: str = DETECTOR_REF,
     patch_cache: Path | None = None,
     command: str | None = None,
+    recipe: PhantomRecipe | None = None,
+    data_workers: int = 1,
 ) -> dict[str, Any]:
     """Build the candidate patches, train, choose the threshold on validation, measure on test, save and register.
 
@@ -663,36 +751,29 @@ def train_classifier(
     registry_path = registry_path or REGISTRY_PATH
     detector = load_detector(detector_ref, device, registry_path=registry_path)
 
+    recipe = recipe or PhantomRecipe()
+    eval_shape, eval_spacing = recipe.eval_shape_spacing
     cached = _load_patch_cache(patch_cache)
+    build = {"workers": data_workers, "registry_path": registry_path}
     train = (
         cached
         if cached is not None
         else build_patches(
             detector,
-            seed=seed + _TRAIN_SEED_OFFSET,
+            PatchPlan(seed + _TRAIN_SEED_OFFSET, n_detector_volumes, 3, 6, 3, 3, for_training=True, recipe=recipe),
             count=n_train_volumes,
-            detector_volumes=n_detector_volumes,
-            jitters=3,
-            n_vessel=6,
-            n_wall=3,
-            n_lung=3,
-            for_training=True,
             description="training",
+            **build,
         )
     )
     if patch_cache is not None and cached is None:
         _save_patch_cache(patch_cache, train)
     val = build_patches(
         detector,
-        seed=seed + _VAL_SEED_OFFSET,
+        PatchPlan(seed + _VAL_SEED_OFFSET, n_val_detector_volumes, 1, 4, 2, 2, for_training=False, recipe=recipe),
         count=n_val_volumes,
-        detector_volumes=n_val_detector_volumes,
-        jitters=1,
-        n_vessel=4,
-        n_wall=2,
-        n_lung=2,
-        for_training=False,
         description="validation",
+        **build,
     )
     data_seconds = time.perf_counter() - started
 
@@ -791,16 +872,18 @@ def train_classifier(
         detector,
         seed=seed + _TEST_SEED_OFFSET,
         count=n_test_volumes,
-        shape=EVAL_SHAPE_ZYX,
-        spacing=EVAL_SPACING_ZYX_MM,
+        shape=eval_shape,
+        spacing=eval_spacing,
+        min_nodule_mm=recipe.min_nodule_mm,
     )
     classify_seconds = (time.perf_counter() - eval_started) / max(n_test_volumes, 1)
     types = evaluate_types(
         classifier,
         seed=seed + _TEST_SEED_OFFSET,
         count=n_type_test_volumes,
-        shape=EVAL_SHAPE_ZYX,
-        spacing=EVAL_SPACING_ZYX_MM,
+        shape=eval_shape,
+        spacing=eval_spacing,
+        min_nodule_mm=recipe.min_nodule_mm,
     )
     thin = (
         evaluate_on_phantoms(
@@ -810,18 +893,22 @@ def train_classifier(
             count=n_thin_test_volumes,
             shape=THIN_SHAPE_ZYX,
             spacing=THIN_SPACING_ZYX_MM,
+            min_nodule_mm=recipe.min_nodule_mm,
         )
         if n_thin_test_volumes
         else {}
     )
     n_params = sum(p.numel() for p in model.parameters())
     metrics: dict[str, Any] = {
-        "dataset": f"{n_test_volumes} held-out synthetic phantoms {EVAL_SHAPE_ZYX} at {EVAL_SPACING_ZYX_MM} mm "
-        f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i]); candidates from {detector_ref} "
+        "dataset": f"{n_test_volumes} held-out synthetic phantoms {eval_shape} at {eval_spacing} mm "
+        f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i], nodules from {recipe.min_nodule_mm:g} mm); "
+        f"candidates from {detector_ref} "
         f"(sha256 {detector.sha256[:12]}), every true nodule (centre jittered <= {MAX_JITTER_MM:g} mm) "
         "and random vessel, chest-wall and parenchyma points",
-        "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], voxel z 1.0..3.0 mm, "
-        f"in-plane 1.0..2.8 mm), detector false positives from the first {n_detector_volumes}: "
+        "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], nodules from "
+        f"{recipe.min_nodule_mm:g} mm; {recipe.archive_share:.0%} on the archive grid {ARCHIVE_SHAPE_ZYX} at "
+        f"{ARCHIVE_SPACING_ZYX_MM} mm, the others voxel z 1.0..3.0 mm, in-plane 1.0..2.8 mm), candidates of "
+        f"{detector_ref} on the first {n_detector_volumes}: "
         f"{len(train)} patches, {int(train.is_nodule.sum())} positive",
         "hit_rule": "candidate centre within diameter/2 of a true nodule centre (LUNA16)",
         "threshold": threshold,
@@ -895,6 +982,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--detector", default=DETECTOR_REF)
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--patch-cache", type=Path, default=None, help="read/write training patches (.npz)")
+    parser.add_argument("--min-nodule-mm", type=float, default=MIN_NODULE_DIAMETER_MM, help="smallest phantom nodule")
+    parser.add_argument(
+        "--archive-share", type=float, default=0.0, help="share of training phantoms on the longitudinal archive's grid"
+    )
+    parser.add_argument("--eval-grid", choices=sorted(EVAL_GRIDS), default="small", help="validation and test grid")
+    parser.add_argument("--data-workers", type=int, default=1, help="processes drawing phantoms and detecting")
     args = parser.parse_args(argv)
     command = training_command("classifier", sys.argv[1:] if argv is None else argv)
     if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2:
@@ -923,6 +1016,8 @@ def main(argv: list[str] | None = None) -> None:
         detector_ref=args.detector,
         patch_cache=args.patch_cache,
         command=command,
+        recipe=PhantomRecipe(args.min_nodule_mm, args.archive_share, args.eval_grid),
+        data_workers=args.data_workers,
     )
 
 

@@ -52,7 +52,7 @@ from models.model_card import write_model_card
 from models.patch_augment import augment_patches, center_crop
 from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
-from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, register
+from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_spiculation, register
 from models.spiculation import (
     SPICULATION_CATEGORIES,
     PatchGeometry,
@@ -61,7 +61,7 @@ from models.spiculation import (
     extract_nodule_patches,
 )
 from synth.nodules import NoduleKind
-from synth.phantom import MIN_NODULE_DIAMETER_MM, make_phantom
+from synth.phantom import MAX_NODULE_DIAMETER_MM, MIN_NODULE_DIAMETER_MM, make_phantom
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +142,11 @@ def training_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple
     return (round(130 / dz), round(330 / dxy), round(330 / dxy)), (dz, dxy, dxy)
 
 
-def phantom_nodules(split: str, seed: int, i: int) -> NoduleSet:
+def phantom_nodules(split: str, seed: int, i: int, max_mm: float = MAX_NODULE_DIAMETER_MM) -> NoduleSet:
     """Draw phantom [seed, i] (`split` "train": :func:`training_grid`, 3..6 nodules; else the evaluation grid,
-    EVAL_NODULES nodules), measure every true nodule from its centre moved by a voxel, and cut its context patch
-    around the measured centre and diameter (the truth's, jittered, where measuring fails)."""
+    EVAL_NODULES nodules; nodules up to `max_mm`), measure every true nodule from its centre moved by a voxel,
+    and cut its context patch around the measured centre and diameter (the truth's, jittered, where measuring
+    fails)."""
     rng = np.random.default_rng([seed, i])
     min_mm = TRAIN_MIN_NODULE_MM if split in ("train", "val") else MIN_NODULE_DIAMETER_MM
     if split == "train":
@@ -153,7 +154,9 @@ def phantom_nodules(split: str, seed: int, i: int) -> NoduleSet:
         count = int(rng.integers(3, 7))
     else:
         shape, spacing, count = EVAL_SHAPE_ZYX, EVAL_SPACING_ZYX_MM, EVAL_NODULES
-    phantom = make_phantom(rng, shape_zyx=shape, spacing_zyx_mm=spacing, n_nodules=count, min_nodule_mm=min_mm)
+    phantom = make_phantom(
+        rng, shape_zyx=shape, spacing_zyx_mm=spacing, n_nodules=count, min_nodule_mm=min_mm, max_nodule_mm=max_mm
+    )
     jitter = np.random.default_rng([seed, i, 1])
     nodules, measured_mm, handmade = [], [], []
     for truth in phantom.nodules:
@@ -189,10 +192,11 @@ def _init_data_worker() -> None:
     torch.set_num_threads(1)
 
 
-def build_set(split: str, seed: int, count: int, workers: int) -> NoduleSet:
-    """The nodules of phantoms [seed, i] for i < `count`, drawn in `workers` processes (in order: deterministic)."""
+def build_set(split: str, seed: int, count: int, workers: int, max_mm: float = MAX_NODULE_DIAMETER_MM) -> NoduleSet:
+    """The nodules of phantoms [seed, i] for i < `count` (nodules up to `max_mm`), drawn in `workers` processes
+    (in order: deterministic)."""
     started = time.perf_counter()
-    tasks = [(split, seed, i) for i in range(count)]
+    tasks = [(split, seed, i, max_mm) for i in range(count)]
     sets: list[NoduleSet] = []
     if workers <= 1:
         sets = [phantom_nodules(*t) for t in tasks]
@@ -313,11 +317,11 @@ def _sampler(data: NoduleSet, batch_size: int, rng: np.random.Generator) -> np.n
 _CACHE_FIELDS = tuple(NoduleSet.__dataclass_fields__)
 
 
-def _load_cache(path: Path | None, settings: dict[str, int]) -> dict[str, NoduleSet] | None:
+def _load_cache(path: Path | None, settings: dict[str, float]) -> dict[str, NoduleSet] | None:
     if path is None or not path.exists():
         return None
     with np.load(path) as data:
-        cached = {k: int(data[f"settings_{k}"]) for k in settings if f"settings_{k}" in data}
+        cached = {k: float(data[f"settings_{k}"]) for k in settings if f"settings_{k}" in data}
         if cached != settings:
             raise ValueError(f"patch cache {path} was built with {cached}, not {settings}: delete it or pass another")
         sets = {s: NoduleSet(*(data[f"{s}_{f}"] for f in _CACHE_FIELDS)) for s in ("train", "val", "test")}
@@ -325,7 +329,7 @@ def _load_cache(path: Path | None, settings: dict[str, int]) -> dict[str, Nodule
     return sets
 
 
-def _save_cache(path: Path, sets: dict[str, NoduleSet], settings: dict[str, int]) -> None:
+def _save_cache(path: Path, sets: dict[str, NoduleSet], settings: dict[str, float]) -> None:
     arrays = {f"{s}_{f}": getattr(v, f) for s, v in sets.items() for f in _CACHE_FIELDS}
     np.savez(path, **arrays, **{f"settings_{k}": np.array(v) for k, v in settings.items()})
     logger.info("patches written to %s", path)
@@ -370,6 +374,8 @@ def train_spiculation(
     patch_cache: Path | None = None,
     device: str = "cpu",
     command: str | None = None,
+    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
     """Build the nodule patches, train, calibrate on validation, compare with the hand-made score on test, save and
     register. Returns the registered metrics.
@@ -378,7 +384,9 @@ def train_spiculation(
     registry (`models/registry.json` unless `registry_path`) and the model card beside it. `patch_cache` (.npz):
     the train, validation and test patches are read from it when it exists (built with the same seed and
     counts), else written to it. ``device``: where the network trains (cpu or cuda); the patches are drawn on
-    the CPU and the registered model is evaluated there.
+    the CPU and the registered model is evaluated there. ``max_nodule_mm``: the largest phantom nodule (the
+    longitudinal archive's grow to 27 mm). ``init_from``: a registered spiculation model (name@version) whose
+    weights the training starts from (fine-tuning) instead of random ones.
     """
     started = time.perf_counter()
     if num_threads:
@@ -390,13 +398,19 @@ def train_spiculation(
     out_dir.mkdir(parents=True, exist_ok=True)
     registry_path = registry_path or REGISTRY_PATH
 
-    settings = {"seed": seed, "train": n_train_volumes, "val": n_val_volumes, "test": n_test_volumes}
+    settings = {
+        "seed": seed,
+        "train": n_train_volumes,
+        "val": n_val_volumes,
+        "test": n_test_volumes,
+        "max_mm": max_nodule_mm,
+    }
     sets = _load_cache(patch_cache, settings)
     if sets is None:
         sets = {
-            "train": build_set("train", seed + _TRAIN_SEED_OFFSET, n_train_volumes, data_workers),
-            "val": build_set("val", seed + _VAL_SEED_OFFSET, n_val_volumes, data_workers),
-            "test": build_set("test", seed + _TEST_SEED_OFFSET, n_test_volumes, data_workers),
+            "train": build_set("train", seed + _TRAIN_SEED_OFFSET, n_train_volumes, data_workers, max_nodule_mm),
+            "val": build_set("val", seed + _VAL_SEED_OFFSET, n_val_volumes, data_workers, max_nodule_mm),
+            "test": build_set("test", seed + _TEST_SEED_OFFSET, n_test_volumes, data_workers, max_nodule_mm),
         }
         if patch_cache is not None:
             _save_cache(patch_cache, sets, settings)
@@ -404,7 +418,11 @@ def train_spiculation(
     data_seconds = time.perf_counter() - started
     val_relevant = val.relevant()
 
-    model = build_from_architecture(ARCHITECTURE).to(device, memory_format=torch.channels_last_3d)
+    model = build_from_architecture(ARCHITECTURE)
+    if init_from is not None:
+        model.load_state_dict(load_spiculation(init_from, registry_path=registry_path).model.state_dict())
+        logger.info("starting from the weights of %s", init_from)
+    model = model.to(device, memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.15
@@ -534,7 +552,7 @@ def train_spiculation(
         f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i], {EVAL_NODULES} nodules each): the measured solid "
         "and part-solid nodules, each measured from its true centre moved by a voxel; bands by true mean diameter",
         "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], 3..6 nodules of "
-        f"{TRAIN_MIN_NODULE_MM:g}..25 mm; a third "
+        f"{TRAIN_MIN_NODULE_MM:g}..{max_nodule_mm:g} mm; a third "
         f"at {EVAL_SHAPE_ZYX} x {EVAL_SPACING_ZYX_MM} mm, the others slices 1.25..3 mm, in-plane 0.6..1.6 mm): "
         f"{len(train)} nodules, {int(train.spiculated.sum())} spiculated, {int((~train.measured).sum())} not "
         "measured (truth centre and diameter, jittered)",
@@ -578,6 +596,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", default="0.2.0")
     parser.add_argument("--device", default="cpu", help="cpu or cuda: where the network trains")
     parser.add_argument("--patch-cache", type=Path, default=None, help="read/write the nodule patches (.npz)")
+    parser.add_argument("--max-nodule-mm", type=float, default=MAX_NODULE_DIAMETER_MM, help="largest phantom nodule")
+    parser.add_argument("--init-from", default=None, help="registered spiculation model to fine-tune (name@version)")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2 or args.data_workers < 1:
         parser.error(
@@ -603,6 +623,8 @@ def main(argv: list[str] | None = None) -> None:
         patch_cache=args.patch_cache,
         device=args.device,
         command=command,
+        max_nodule_mm=args.max_nodule_mm,
+        init_from=args.init_from,
     )
 
 

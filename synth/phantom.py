@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from synth.anatomy import make_anatomy
-from synth.nodules import NoduleKind, measure, random_shape
+from synth.nodules import MAX_DIAMETER_MM, NoduleKind, measure, random_shape
 from synth.pose import Pose
 from synth.render import render_study, scan_grid
 
@@ -62,10 +62,12 @@ def make_phantom(
     n_nodules: int | None = None,
     noise_rng: np.random.Generator | None = None,
     min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
+    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
 ) -> Phantom:
     """One random chest CT with ``n_nodules`` nodules in the scanned range (None: 0 to 4).
 
-    Nodules are solid, part-solid or ground glass, ``min_nodule_mm`` (default 4) to 25 mm in diameter,
+    Nodules are solid, part-solid or ground glass, ``min_nodule_mm`` (default 4) to ``max_nodule_mm`` (default
+    25, at most synth.nodules.MAX_DIAMETER_MM = 30) in diameter,
     log-uniform, some juxtapleural, some spiculated;
     they are placed inside the scanned range. Deterministic for ``rng`` (and ``noise_rng``).
     """
@@ -76,8 +78,10 @@ def make_phantom(
     count = int(rng.integers(0, 5)) if n_nodules is None else n_nodules
     if not 0 <= count <= MAX_NODULES:
         raise ValueError(f"n_nodules must be 0 to {MAX_NODULES}, got {n_nodules}")
-    if not 0 < min_nodule_mm < MAX_NODULE_DIAMETER_MM:
-        raise ValueError(f"min_nodule_mm must be in (0, {MAX_NODULE_DIAMETER_MM}) mm, got {min_nodule_mm}")
+    if not 0 < min_nodule_mm < max_nodule_mm <= MAX_DIAMETER_MM:
+        raise ValueError(
+            f"need 0 < min_nodule_mm < max_nodule_mm <= {MAX_DIAMETER_MM} mm, got {min_nodule_mm} and {max_nodule_mm}"
+        )
     anatomy = make_anatomy(rng)
     pose = Pose.random(rng)
     low, high = anatomy.z_range
@@ -90,7 +94,7 @@ def make_phantom(
     for _ in range(count * 20):  # draw until `count` nodules lie inside the scanned volume
         if len(shapes) == count:
             break
-        diameter = float(np.exp(rng.uniform(np.log(min_nodule_mm), np.log(MAX_NODULE_DIAMETER_MM))))
+        diameter = float(np.exp(rng.uniform(np.log(min_nodule_mm), np.log(max_nodule_mm))))
         kind = KINDS[int(rng.integers(len(KINDS)))]
         shape = random_shape(
             rng,

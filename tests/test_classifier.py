@@ -26,15 +26,21 @@ from models.registry import (
     weights_path,
 )
 from models.train_classifier import (
+    ARCHIVE_SHAPE_ZYX,
+    ARCHIVE_SPACING_ZYX_MM,
     TYPE_ACCURACY_TARGET,
+    PatchPlan,
+    PhantomRecipe,
     augment,
     binary_metrics,
+    build_patches,
     center_view,
     choose_threshold,
     classification_loss,
     confusion_matrix,
     label_candidates,
     roc_auc,
+    training_phantom,
 )
 from screening.types import NoduleType
 from synth.nodules import NoduleKind
@@ -210,3 +216,31 @@ def test_shipped_classifier_tells_a_solid_nodule_from_lung(classifier) -> None:
     assert nodule.nodule_type is NoduleType.SOLID
     assert sum(nodule.type_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     assert study_score(results) == pytest.approx(nodule.nodule_probability)
+
+
+def test_the_default_recipe_draws_the_first_classifiers_phantoms_and_archive_share_moves_them() -> None:
+    """PhantomRecipe() keeps nodule-classifier 0.1.0's phantoms (no extra random draw); a share of 1 puts every
+    training phantom on the longitudinal archive's grid, with nodules from the recipe's smallest size."""
+    seed = [FRESH_SEED, 7]
+    old = training_phantom(np.random.default_rng(seed))
+    same = training_phantom(np.random.default_rng(seed), PhantomRecipe())
+    assert old.spacing_zyx_mm == same.spacing_zyx_mm and np.array_equal(old.hu, same.hu)
+    small = [training_phantom(np.random.default_rng([FRESH_SEED, i]), PhantomRecipe(3.0, 1.0)) for i in range(6)]
+    assert all(p.hu.shape == ARCHIVE_SHAPE_ZYX and p.spacing_zyx_mm == ARCHIVE_SPACING_ZYX_MM for p in small)
+    diameters = [n.diameter_mm for p in small for n in p.nodules]
+    assert diameters and min(diameters) >= 3.0
+    with pytest.raises(ValueError, match="eval_grid"):
+        PhantomRecipe(eval_grid="huge")
+
+
+def test_patches_built_in_worker_processes_equal_the_serial_ones() -> None:
+    """Two spawned workers, each with its own detector, cut the same patches in the same order as one process."""
+    from models.registry import load_detector
+
+    detector = load_detector("nodule-detector@0.3.0")
+    plan = PatchPlan(FRESH_SEED + 1, 1, 1, 2, 1, 1, for_training=False, recipe=PhantomRecipe(3.0, eval_grid="small"))
+    serial = build_patches(detector, plan, count=2, description="serial")
+    parallel = build_patches(detector, plan, count=2, description="parallel", workers=2)
+    assert (serial.source == 1).any()  # the detector's candidates on the first phantom
+    for field in ("patches", "is_nodule", "kind", "source"):
+        assert np.array_equal(getattr(serial, field), getattr(parallel, field)), field

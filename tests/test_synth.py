@@ -195,6 +195,22 @@ def test_phantom_is_deterministic_and_its_nodules_are_inside() -> None:
         make_phantom(np.random.default_rng(0), n_nodules=9)
 
 
+def test_phantom_nodule_sizes_stay_within_the_asked_range() -> None:
+    """Nodules are drawn between min_nodule_mm and max_nodule_mm (measured mean diameter, within a few %)."""
+    sizes = [
+        n.diameter_mm
+        for i in range(6)
+        for n in make_phantom(
+            np.random.default_rng([7, i]), n_nodules=3, min_nodule_mm=24.0, max_nodule_mm=30.0
+        ).nodules
+    ]
+    assert sizes and min(sizes) >= 0.9 * 24.0 and max(sizes) <= 1.1 * 30.0
+    with pytest.raises(ValueError, match="max_nodule_mm"):
+        make_phantom(np.random.default_rng(0), max_nodule_mm=31.0)
+    with pytest.raises(ValueError, match="min_nodule_mm"):
+        make_phantom(np.random.default_rng(0), min_nodule_mm=12.0, max_nodule_mm=10.0)
+
+
 def test_cli_writes_archive_truth_and_preview(tmp_path: Path) -> None:
     out = tmp_path / "archive"
     result = subprocess.run(

@@ -293,6 +293,13 @@ class _Hit:
     kept: bool
     spiculated: bool = False
     measured_spiculated: bool | None = None  # None: not found, or its spiculation not measured
+    type_right: bool | None = None  # the finding's type equals the truth's; None: not found
+
+    def cause_of_change(self, direction: str) -> str:
+        """Why this true nodule, found and kept, moved the category `direction` ("higher" or "lower")."""
+        if self.type_right is False:
+            return f"{direction}: measured as another type (true nodule)"
+        return f"{direction}: measured {'larger' if direction == 'higher' else 'smaller'} (true nodule)"
 
 
 def score(
@@ -416,6 +423,7 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
             if distance <= radius:
                 candidates.append((distance, i, finding.id))
     spiculation = {finding.id: finding.spiculation for finding in findings}
+    types = {finding.id: finding.nodule_type for finding in findings}
     found: dict[int, int] = {}
     used: set[int] = set()
     for _, i, finding_id in sorted(candidates):
@@ -434,6 +442,7 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
             measured_spiculated=None
             if found.get(i) is None or spiculation.get(found[i]) is None
             else spiculation[found[i]] >= SPICULATED_SCORE,
+            type_right=None if found.get(i) is None else types[found[i]] == nodule.kind,
         )
         for i, nodule in enumerate(truth_study.nodules)
     ]
@@ -462,18 +471,21 @@ def _cause(ours: str, expected: str, assessed: StudyResult, hits: list[_Hit], fi
         hit = hit_of.get(worst.key)
         if hit is None:
             return "higher: a false-positive finding kept as a nodule"
-        return _history_cause(worst, hit, first_study) or "higher: measured larger or other type (true nodule)"
+        return _history_cause(worst, hit, first_study) or hit.cause_of_change("higher")
     driving = [h for h in hits if h.lung_rads == expected]
     if driving and all(h.finding_id is None for h in driving):
         return "lower: the nodule setting the category was missed by the detector"
     if driving and all(not h.kept for h in driving):
         return "lower: the nodule setting the category was found but not kept (criteria)"
-    for hit in (h for h in driving if h.kept):
+    kept_driving = [h for h in driving if h.kept]
+    for hit in kept_driving:
         result = next(n for n in assessed.nodules if n.key == hit.finding_id)
         cause = _history_cause(result, hit, first_study)
         if cause:
             return cause
-    return "lower: measured smaller or other type (true nodule)"
+    if any(h.type_right is False for h in kept_driving):
+        return "lower: measured as another type (true nodule)"
+    return "lower: measured smaller (true nodule)"
 
 
 def _history_cause(result: NoduleResult, hit: _Hit, first_study: dict[str, int]) -> str:
@@ -701,8 +713,8 @@ def _confusion(per_study: list[dict[str, object]]) -> dict[str, dict[str, int]]:
 
 SWEEP = tuple(
     NoduleCriteria(min_score=s, min_probability=p, min_diameter_mm=d)
-    for s in (0.0, 0.8, 0.9, 0.95, 0.98)
-    for p in (0.0, 0.5, 0.9)
+    for s in (0.0, 0.5, 0.8, 0.9, 0.95, 0.98)
+    for p in (0.0, 0.3, 0.5, 0.7, 0.9)
     for d in (3.0, 4.0, 5.0)
 )
 """Nodule criteria scored besides the default, to show how the choice of findings moves the figures."""

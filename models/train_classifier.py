@@ -56,7 +56,7 @@ from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register, training_command
 from screening.types import NoduleType
-from synth.phantom import MIN_NODULE_DIAMETER_MM, Phantom, make_phantom
+from synth.phantom import MAX_NODULE_DIAMETER_MM, MIN_NODULE_DIAMETER_MM, Phantom, make_phantom
 
 logger = logging.getLogger(__name__)
 
@@ -131,12 +131,14 @@ class LabelledCandidate:
 @dataclass(frozen=True)
 class PhantomRecipe:
     """How the phantoms are drawn: the smallest nodule (mm), the share of training phantoms on the longitudinal
-    archive's grid (ARCHIVE_SHAPE_ZYX at ARCHIVE_SPACING_ZYX_MM; the others at a random voxel size), and the grid
-    of the validation and test phantoms (a key of EVAL_GRIDS). The defaults are nodule-classifier 0.1.0's."""
+    archive's grid (ARCHIVE_SHAPE_ZYX at ARCHIVE_SPACING_ZYX_MM; the others at a random voxel size), the grid
+    of the validation and test phantoms (a key of EVAL_GRIDS) and the largest nodule (mm). The defaults are
+    nodule-classifier 0.1.0's."""
 
     min_nodule_mm: float = MIN_NODULE_DIAMETER_MM
     archive_share: float = 0.0
     eval_grid: str = "small"
+    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM
 
     def __post_init__(self) -> None:
         if self.eval_grid not in EVAL_GRIDS:
@@ -164,6 +166,7 @@ def training_phantom(rng: np.random.Generator, recipe: PhantomRecipe | None = No
         spacing_zyx_mm=spacing,
         n_nodules=int(rng.integers(1, 5)),
         min_nodule_mm=recipe.min_nodule_mm,
+        max_nodule_mm=recipe.max_nodule_mm,
     )
 
 
@@ -406,9 +409,14 @@ def _eval_phantom(
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
     min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
+    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
 ) -> Phantom:
     return make_phantom(
-        np.random.default_rng([seed, i]), shape_zyx=shape, spacing_zyx_mm=spacing, min_nodule_mm=min_nodule_mm
+        np.random.default_rng([seed, i]),
+        shape_zyx=shape,
+        spacing_zyx_mm=spacing,
+        min_nodule_mm=min_nodule_mm,
+        max_nodule_mm=max_nodule_mm,
     )
 
 
@@ -442,7 +450,7 @@ def phantom_patches(plan: PatchPlan, i: int, detector: NoduleDetector | None = N
         phantom = training_phantom(np.random.default_rng([plan.seed, i]), plan.recipe)
     else:
         shape, spacing = plan.recipe.eval_shape_spacing
-        phantom = _eval_phantom(plan.seed, i, shape, spacing, plan.recipe.min_nodule_mm)
+        phantom = _eval_phantom(plan.seed, i, shape, spacing, plan.recipe.min_nodule_mm, plan.recipe.max_nodule_mm)
     candidates = label_candidates(
         phantom,
         (detector or _worker_detector) if i < plan.detector_volumes else None,
@@ -553,6 +561,7 @@ def evaluate_on_phantoms(
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
     min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
+    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
 ) -> dict[str, Any]:
     """Held-out metrics through the inference path (:meth:`CandidateClassifier.classify`) on phantoms [seed, i].
 
@@ -564,7 +573,7 @@ def evaluate_on_phantoms(
     records = []
     studies = []
     for i in range(count):
-        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm)
+        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm, max_nodule_mm)
         candidates = label_candidates(
             phantom,
             detector,
@@ -655,12 +664,13 @@ def evaluate_types(
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
     min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
+    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
 ) -> dict[str, Any]:
     """Type accuracy and confusion matrix on every true nodule of phantoms [seed, i] (centres jittered by up to
     2 mm like a detector's), through :meth:`CandidateClassifier.classify`; also by size band."""
     truth, predicted, diameters = [], [], []
     for i in range(count):
-        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm)
+        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm, max_nodule_mm)
         rng = np.random.default_rng([seed, i, 2])
         sp = np.asarray(spacing, dtype=np.float64)
         centres = [_jittered(n.center_zyx_vox, n.diameter_mm, sp, rng) for n in phantom.nodules]
@@ -670,7 +680,7 @@ def evaluate_types(
             diameters.append(n.diameter_mm)
     t, p, d = np.array(truth, dtype=int), np.array(predicted, dtype=int), np.array(diameters)
     bands = {}
-    for low, high in ((3.0, 4.0), (4.0, 6.0), (6.0, 10.0), (10.0, 30.0)):
+    for low, high in ((3.0, 4.0), (4.0, 6.0), (6.0, 10.0), (10.0, 20.0), (20.0, 31.0)):
         inside = (d >= low) & (d < high)
         bands[f"{low:g}-{high:g}mm"] = {
             "n": int(inside.sum()),
@@ -875,6 +885,7 @@ def train_classifier(
         shape=eval_shape,
         spacing=eval_spacing,
         min_nodule_mm=recipe.min_nodule_mm,
+        max_nodule_mm=recipe.max_nodule_mm,
     )
     classify_seconds = (time.perf_counter() - eval_started) / max(n_test_volumes, 1)
     types = evaluate_types(
@@ -884,6 +895,7 @@ def train_classifier(
         shape=eval_shape,
         spacing=eval_spacing,
         min_nodule_mm=recipe.min_nodule_mm,
+        max_nodule_mm=recipe.max_nodule_mm,
     )
     thin = (
         evaluate_on_phantoms(
@@ -894,6 +906,7 @@ def train_classifier(
             shape=THIN_SHAPE_ZYX,
             spacing=THIN_SPACING_ZYX_MM,
             min_nodule_mm=recipe.min_nodule_mm,
+            max_nodule_mm=recipe.max_nodule_mm,
         )
         if n_thin_test_volumes
         else {}
@@ -901,12 +914,14 @@ def train_classifier(
     n_params = sum(p.numel() for p in model.parameters())
     metrics: dict[str, Any] = {
         "dataset": f"{n_test_volumes} held-out synthetic phantoms {eval_shape} at {eval_spacing} mm "
-        f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i], nodules from {recipe.min_nodule_mm:g} mm); "
+        f"(synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i], nodules of {recipe.min_nodule_mm:g} to "
+        f"{recipe.max_nodule_mm:g} mm); "
         f"candidates from {detector_ref} "
         f"(sha256 {detector.sha256[:12]}), every true nodule (centre jittered <= {MAX_JITTER_MM:g} mm) "
         "and random vessel, chest-wall and parenchyma points",
-        "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], nodules from "
-        f"{recipe.min_nodule_mm:g} mm; {recipe.archive_share:.0%} on the archive grid {ARCHIVE_SHAPE_ZYX} at "
+        "training_data": f"{n_train_volumes} phantoms (seeds [{seed + _TRAIN_SEED_OFFSET}, i], nodules of "
+        f"{recipe.min_nodule_mm:g} to {recipe.max_nodule_mm:g} mm; {recipe.archive_share:.0%} on the archive grid "
+        f"{ARCHIVE_SHAPE_ZYX} at "
         f"{ARCHIVE_SPACING_ZYX_MM} mm, the others voxel z 1.0..3.0 mm, in-plane 1.0..2.8 mm), candidates of "
         f"{detector_ref} on the first {n_detector_volumes}: "
         f"{len(train)} patches, {int(train.is_nodule.sum())} positive",
@@ -987,6 +1002,7 @@ def main(argv: list[str] | None = None) -> None:
         "--archive-share", type=float, default=0.0, help="share of training phantoms on the longitudinal archive's grid"
     )
     parser.add_argument("--eval-grid", choices=sorted(EVAL_GRIDS), default="small", help="validation and test grid")
+    parser.add_argument("--max-nodule-mm", type=float, default=MAX_NODULE_DIAMETER_MM, help="largest phantom nodule")
     parser.add_argument("--data-workers", type=int, default=1, help="processes drawing phantoms and detecting")
     args = parser.parse_args(argv)
     command = training_command("classifier", sys.argv[1:] if argv is None else argv)
@@ -1016,7 +1032,7 @@ def main(argv: list[str] | None = None) -> None:
         detector_ref=args.detector,
         patch_cache=args.patch_cache,
         command=command,
-        recipe=PhantomRecipe(args.min_nodule_mm, args.archive_share, args.eval_grid),
+        recipe=PhantomRecipe(args.min_nodule_mm, args.archive_share, args.eval_grid, args.max_nodule_mm),
         data_workers=args.data_workers,
     )
 

@@ -145,14 +145,17 @@ def print_report(report: dict) -> None:
     for cause, count in result["lungrads_causes"].items():
         causes.add_row(cause, str(count))
     console.print(causes)
-    sweep = Table(title="which findings count as nodules (detector score, classifier probability, diameter)")
-    for column in ("min score", "min p", "min mm", "Lung-RADS", "tracking", "VDT", "kept FP"):
+    sweep = Table(
+        title="which findings count as nodules (detector score, classifier probability, diameter, their log-odds sum)"
+    )
+    for column in ("min score", "min p", "min mm", "min log-odds", "Lung-RADS", "tracking", "VDT", "kept FP"):
         sweep.add_column(column)
     for row in report["sweep"]:
         sweep.add_row(
             f"{row['criteria']['min_score']:g}",
             f"{row['criteria']['min_probability']:g}",
             f"{row['criteria']['min_diameter_mm']:g}",
+            "-" if row["criteria"].get("min_log_odds") is None else f"{row['criteria']['min_log_odds']:g}",
             pct(row["lungrads_accuracy"]),
             pct(row["tracking"]["accuracy"]),
             pct(row["vdt"]["accuracy"]),

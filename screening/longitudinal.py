@@ -72,15 +72,30 @@ component") on one study and not the next. On the synthetic archive (seed 2027) 
 a component under 2.5 mm were both ground-glass nodules; the smallest true solid component found was 2.7 mm."""
 
 
+LOGIT_CLIP = 1e-6
+"""Probabilities are clipped to [LOGIT_CLIP, 1 - LOGIT_CLIP] before their log-odds are taken (at most 13.8)."""
+
+
+def log_odds(probability: float) -> float:
+    """ln(p / (1 - p)) of ``probability`` (0 to 1), clipped to +-13.8."""
+    p = min(max(probability, LOGIT_CLIP), 1.0 - LOGIT_CLIP)
+    return math.log(p / (1.0 - p))
+
+
 @dataclass(frozen=True)
 class NoduleCriteria:
     """Which detector findings count as nodules: detector score (0 to 1), classifier probability (0 to 1) and
-    mean diameter (mm) at least these. A finding with no probability (no classifier ran) or no score passes on
-    the others."""
+    mean diameter (mm) at least these, and the two models' evidence together, the sum of their log-odds, at least
+    ``min_log_odds`` (None: not used). A finding with no probability (no classifier ran) or no score passes on the
+    others (its sum counts the model that ran).
+
+    The sum lets a strong classifier vouch for a detector score just under the bar, and the other way round: the
+    detector's scores of small nodules sit lower than those of large ones."""
 
     min_probability: float = 0.5
     min_diameter_mm: float = 4.0
     min_score: float = 0.0
+    min_log_odds: float | None = None
 
     def accepts(self, probability: float | None, diameter_mm: float, score: float | None = None) -> bool:
         """True when a finding of this classifier ``probability``, mean ``diameter_mm`` (mm) and detector
@@ -89,6 +104,10 @@ class NoduleCriteria:
             return False
         if score is not None and score < self.min_score:
             return False
+        if self.min_log_odds is not None:
+            evidence = sum(log_odds(p) for p in (probability, score) if p is not None)
+            if evidence < self.min_log_odds:
+                return False
         return diameter_mm >= self.min_diameter_mm
 
 

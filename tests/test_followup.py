@@ -24,6 +24,7 @@ from screening.longitudinal import (
     StudyInput,
     follow_patient,
     is_upper_lobe,
+    log_odds,
     measurement_from_finding,
 )
 from tests.hand_built import add_analysis, add_finding, add_instance, add_patient, add_series, add_study_row
@@ -175,6 +176,12 @@ def test_study_inputs_and_defaults() -> None:
     assert criteria.accepts(0.9, 4.0, 0.99) and criteria.accepts(None, 4.0, None)
     assert not criteria.accepts(0.4, 10.0, 1.0) and not criteria.accepts(None, 3.9)
     assert not criteria.accepts(1.0, 9.0, 0.9)
+    # The log-odds sum: ln(0.9/0.1) + ln(0.99/0.01) = 2.20 + 4.60 = 6.80.
+    joint = NoduleCriteria(min_probability=0.3, min_diameter_mm=4.0, min_score=0.5, min_log_odds=6.5)
+    assert joint.accepts(0.9, 5.0, 0.99) and not joint.accepts(0.9, 5.0, 0.98)  # 2.20 + 3.89 = 6.09
+    assert joint.accepts(0.9999, 5.0, 0.6) and not joint.accepts(0.2, 5.0, 1.0)  # 9.21 + 0.41; p under 0.3
+    assert joint.accepts(None, 5.0, 0.9995) and not joint.accepts(None, 5.0, 0.998)  # the detector alone
+    assert log_odds(1.0) == pytest.approx(13.8155, abs=1e-3) and log_odds(0.5) == 0.0
     result = follow_patient([StudyInput(key=1, study_date=DAY0, nodules=(nodule(1, A, 5.0),))])
     assumptions = result.studies[0].assumptions
     assert assumptions["sex"] == "unknown: male" and "62" in str(assumptions["age_years"])

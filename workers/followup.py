@@ -185,6 +185,7 @@ def _writes(
         "min_score": criteria.min_score,
         "min_probability": criteria.min_probability,
         "min_diameter_mm": criteria.min_diameter_mm,
+        "min_log_odds": criteria.min_log_odds,
     }
     assessments = [
         AssessmentWrite(

@@ -17,6 +17,7 @@ findings, so a second evaluation only re-runs the step and the scoring.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -390,11 +391,7 @@ def score(
         ),
     }
     return {
-        "criteria": {
-            "min_score": criteria.min_score,
-            "min_probability": criteria.min_probability,
-            "min_diameter_mm": criteria.min_diameter_mm,
-        },
+        "criteria": dataclasses.asdict(criteria),
         "studies": len(per_study),
         "lungrads_agree": agree,
         "lungrads_accuracy": agree / len(per_study) if per_study else None,
@@ -716,6 +713,12 @@ SWEEP = tuple(
     for s in (0.0, 0.5, 0.8, 0.9, 0.95, 0.98)
     for p in (0.0, 0.3, 0.5, 0.7, 0.9)
     for d in (3.0, 4.0, 5.0)
+) + tuple(
+    NoduleCriteria(min_score=s, min_probability=p, min_diameter_mm=d, min_log_odds=e)
+    for s in (0.0, 0.5)
+    for p in (0.0, 0.3)
+    for d in (3.0, 4.0)
+    for e in (4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
 )
 """Nodule criteria scored besides the default, to show how the choice of findings moves the figures."""
 

@@ -234,7 +234,8 @@ def test_the_default_recipe_draws_the_first_classifiers_phantoms_and_archive_sha
 
 
 def test_patches_built_in_worker_processes_equal_the_serial_ones() -> None:
-    """Two spawned workers, each with its own detector, cut the same patches in the same order as one process."""
+    """Two spawned workers, each with its own detector, cut the same patches in the same order as one process
+    (to the HU: the detector's one thread there rounds differently from two threads here)."""
     from models.registry import load_detector
 
     detector = load_detector("nodule-detector@0.3.0")
@@ -242,5 +243,6 @@ def test_patches_built_in_worker_processes_equal_the_serial_ones() -> None:
     serial = build_patches(detector, plan, count=2, description="serial")
     parallel = build_patches(detector, plan, count=2, description="parallel", workers=2)
     assert (serial.source == 1).any()  # the detector's candidates on the first phantom
-    for field in ("patches", "is_nodule", "kind", "source"):
+    for field in ("is_nodule", "kind", "source"):
         assert np.array_equal(getattr(serial, field), getattr(parallel, field)), field
+    assert np.abs(serial.patches.astype(np.int32) - parallel.patches.astype(np.int32)).max() <= 1

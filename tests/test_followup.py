@@ -198,9 +198,9 @@ class Spot:
 
     centre: tuple[float, float, float]
     diameter_mm: float
-    probability: float = 0.95
+    probability: float = 0.99
     kind: str = "solid"
-    score: float = 0.99
+    score: float = 0.999  # with the probability, log-odds 11.5: a nodule by workers.followup.NODULE_CRITERIA
     spiculation: float | None = None
 
 

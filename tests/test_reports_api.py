@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, select
 
 from db.engine import make_engine, make_sessionmaker, transaction
 from db.models import ApiAudit
+from models.registry import list_entries
 from nightscan.settings import Settings
 from reports.api import create_app
 from reports.tokens import Scope, create_token, revoke_token
@@ -216,7 +217,9 @@ def test_filters(api: Api) -> None:
     assert api.ok("/runs", status="finished", source="file:///archive")["total"] == 2
     assert api.ok("/runs", started_from="2026-11-25T00:00:00Z")["total"] == 1
     assert len(api.ok("/models")) >= 1
-    assert [m["ref"] for m in api.ok("/models", name="nodule-classifier")] == ["nodule-classifier@0.1.0"]
+    classifiers = [e.ref for e in list_entries() if e.name == "nodule-classifier"]
+    assert "nodule-classifier@0.1.0" in classifiers
+    assert [m["ref"] for m in api.ok("/models", name="nodule-classifier")] == classifiers
     assert api.get("/findings", nodule_type="blob").status_code == 422
     assert api.get("/studies", date_from="yesterday").status_code == 422
 

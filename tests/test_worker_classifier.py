@@ -19,7 +19,7 @@ from synth.archive import generate_archive
 from workers.context import WorkerContext
 from workers.pipeline import run_analysis
 
-CLASSIFIER_REF = "nodule-classifier@0.1.0"
+CLASSIFIER_REF = "nodule-classifier@0.2.0"
 
 
 def test_the_classifier_setting(monkeypatch: pytest.MonkeyPatch) -> None:

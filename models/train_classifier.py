@@ -55,6 +55,8 @@ from models.patch_augment import augment_patches, center_crop
 from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
 from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register, training_command
+from models.train import EVAL_SHAPE_ZYX as ARCHIVE_SHAPE_ZYX  # the archive's studies, as the detector is tested
+from models.train import EVAL_SPACING_ZYX_MM as ARCHIVE_SPACING_ZYX_MM
 from screening.types import NoduleType
 from synth.phantom import MAX_NODULE_DIAMETER_MM, MIN_NODULE_DIAMETER_MM, Phantom, make_phantom
 
@@ -72,8 +74,6 @@ ARCHITECTURE: dict[str, Any] = {
 DETECTOR_REF = "nodule-detector@0.1.0"
 EVAL_SHAPE_ZYX = (48, 128, 128)
 EVAL_SPACING_ZYX_MM = (2.5, 2.5, 2.5)
-ARCHIVE_SHAPE_ZYX = (100, 256, 256)  # the longitudinal evaluation's studies (workers/followup_eval.py)
-ARCHIVE_SPACING_ZYX_MM = (2.5, 1.4, 1.4)
 EVAL_GRIDS = {"small": (EVAL_SHAPE_ZYX, EVAL_SPACING_ZYX_MM), "archive": (ARCHIVE_SHAPE_ZYX, ARCHIVE_SPACING_ZYX_MM)}
 THIN_SHAPE_ZYX = (96, 256, 256)
 THIN_SPACING_ZYX_MM = (1.25, 1.25, 1.25)
@@ -404,19 +404,15 @@ def predict(model: torch.nn.Module, patches_hu: np.ndarray, *, batch_size: int =
 
 
 def _eval_phantom(
-    seed: int,
-    i: int,
-    shape: tuple[int, int, int],
-    spacing: tuple[float, float, float],
-    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
-    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
+    seed: int, i: int, shape: tuple[int, int, int], spacing: tuple[float, float, float], recipe: PhantomRecipe
 ) -> Phantom:
+    """Phantom [seed, i] on the grid `shape` at `spacing` (mm), nodules of the recipe's sizes."""
     return make_phantom(
         np.random.default_rng([seed, i]),
         shape_zyx=shape,
         spacing_zyx_mm=spacing,
-        min_nodule_mm=min_nodule_mm,
-        max_nodule_mm=max_nodule_mm,
+        min_nodule_mm=recipe.min_nodule_mm,
+        max_nodule_mm=recipe.max_nodule_mm,
     )
 
 
@@ -450,7 +446,7 @@ def phantom_patches(plan: PatchPlan, i: int, detector: NoduleDetector | None = N
         phantom = training_phantom(np.random.default_rng([plan.seed, i]), plan.recipe)
     else:
         shape, spacing = plan.recipe.eval_shape_spacing
-        phantom = _eval_phantom(plan.seed, i, shape, spacing, plan.recipe.min_nodule_mm, plan.recipe.max_nodule_mm)
+        phantom = _eval_phantom(plan.seed, i, shape, spacing, plan.recipe)
     candidates = label_candidates(
         phantom,
         (detector or _worker_detector) if i < plan.detector_volumes else None,
@@ -560,8 +556,7 @@ def evaluate_on_phantoms(
     count: int,
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
-    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
-    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
+    recipe: PhantomRecipe = PhantomRecipe(),
 ) -> dict[str, Any]:
     """Held-out metrics through the inference path (:meth:`CandidateClassifier.classify`) on phantoms [seed, i].
 
@@ -573,7 +568,7 @@ def evaluate_on_phantoms(
     records = []
     studies = []
     for i in range(count):
-        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm, max_nodule_mm)
+        phantom = _eval_phantom(seed, i, shape, spacing, recipe)
         candidates = label_candidates(
             phantom,
             detector,
@@ -663,14 +658,13 @@ def evaluate_types(
     count: int,
     shape: tuple[int, int, int],
     spacing: tuple[float, float, float],
-    min_nodule_mm: float = MIN_NODULE_DIAMETER_MM,
-    max_nodule_mm: float = MAX_NODULE_DIAMETER_MM,
+    recipe: PhantomRecipe = PhantomRecipe(),
 ) -> dict[str, Any]:
     """Type accuracy and confusion matrix on every true nodule of phantoms [seed, i] (centres jittered by up to
     2 mm like a detector's), through :meth:`CandidateClassifier.classify`; also by size band."""
     truth, predicted, diameters = [], [], []
     for i in range(count):
-        phantom = _eval_phantom(seed, i, shape, spacing, min_nodule_mm, max_nodule_mm)
+        phantom = _eval_phantom(seed, i, shape, spacing, recipe)
         rng = np.random.default_rng([seed, i, 2])
         sp = np.asarray(spacing, dtype=np.float64)
         centres = [_jittered(n.center_zyx_vox, n.diameter_mm, sp, rng) for n in phantom.nodules]
@@ -884,8 +878,7 @@ def train_classifier(
         count=n_test_volumes,
         shape=eval_shape,
         spacing=eval_spacing,
-        min_nodule_mm=recipe.min_nodule_mm,
-        max_nodule_mm=recipe.max_nodule_mm,
+        recipe=recipe,
     )
     classify_seconds = (time.perf_counter() - eval_started) / max(n_test_volumes, 1)
     types = evaluate_types(
@@ -894,8 +887,7 @@ def train_classifier(
         count=n_type_test_volumes,
         shape=eval_shape,
         spacing=eval_spacing,
-        min_nodule_mm=recipe.min_nodule_mm,
-        max_nodule_mm=recipe.max_nodule_mm,
+        recipe=recipe,
     )
     thin = (
         evaluate_on_phantoms(
@@ -905,8 +897,7 @@ def train_classifier(
             count=n_thin_test_volumes,
             shape=THIN_SHAPE_ZYX,
             spacing=THIN_SPACING_ZYX_MM,
-            min_nodule_mm=recipe.min_nodule_mm,
-            max_nodule_mm=recipe.max_nodule_mm,
+            recipe=recipe,
         )
         if n_thin_test_volumes
         else {}

@@ -60,6 +60,7 @@ from models.spiculation import (
     build_from_architecture,
     extract_nodule_patches,
 )
+from models.train import EVAL_SHAPE_ZYX, EVAL_SPACING_ZYX_MM  # the archive's grid, as the detector is tested
 from synth.nodules import NoduleKind
 from synth.phantom import MAX_NODULE_DIAMETER_MM, MIN_NODULE_DIAMETER_MM, make_phantom
 
@@ -79,8 +80,6 @@ ARCHITECTURE: dict[str, Any] = {
     "builder": "spiculation_cnn_3d",
     "kwargs": {**dataclasses.asdict(GEOMETRY), "width": 6, "dropout": 0.2},
 }
-EVAL_SHAPE_ZYX = (100, 256, 256)  # the longitudinal evaluation's grid (workers/followup_eval.py)
-EVAL_SPACING_ZYX_MM = (2.5, 1.4, 1.4)
 EVAL_NODULES = 5
 RELEVANT_MM = 6.0  # Lung-RADS 4X applies to category 3 and 4 nodules: solid and part-solid of 6 mm and more
 BANDS: tuple[tuple[str, float, float], ...] = (

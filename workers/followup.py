@@ -11,7 +11,7 @@ same findings changes nothing; other models' rows are never touched.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -186,12 +186,7 @@ def _writes(
         for lesion in result.lesions
     ]
     candidates = {study.analysis_id: len(study.findings) for study in rows.studies}
-    rule = {
-        "min_score": criteria.min_score,
-        "min_probability": criteria.min_probability,
-        "min_diameter_mm": criteria.min_diameter_mm,
-        "min_log_odds": criteria.min_log_odds,
-    }
+    rule = asdict(criteria)
     assessments = [
         AssessmentWrite(
             analysis_id=study.key,

@@ -294,13 +294,15 @@ class _Hit:
     kept: bool
     spiculated: bool = False
     measured_spiculated: bool | None = None  # None: not found, or its spiculation not measured
-    type_right: bool | None = None  # the finding's type equals the truth's; None: not found
+    type_right: bool | None = None  # the finding's type equals the truth's; None: not found or no type
 
-    def cause_of_change(self, direction: str) -> str:
-        """Why this true nodule, found and kept, moved the category `direction` ("higher" or "lower")."""
-        if self.type_right is False:
-            return f"{direction}: measured as another type (true nodule)"
-        return f"{direction}: measured {'larger' if direction == 'higher' else 'smaller'} (true nodule)"
+
+def _measurement_cause(direction: str, hits: Sequence[_Hit]) -> str:
+    """Why true nodules, found and kept, moved the category `direction` ("higher" or "lower"): one measured as
+    another type, else measured larger (higher) or smaller (lower)."""
+    if any(h.type_right is False for h in hits):
+        return f"{direction}: measured as another type (true nodule)"
+    return f"{direction}: measured {'larger' if direction == 'higher' else 'smaller'} (true nodule)"
 
 
 def score(
@@ -439,7 +441,7 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
             measured_spiculated=None
             if found.get(i) is None or spiculation.get(found[i]) is None
             else spiculation[found[i]] >= SPICULATED_SCORE,
-            type_right=None if found.get(i) is None else types[found[i]] == nodule.kind,
+            type_right=None if types.get(found.get(i)) is None else types[found[i]] == nodule.kind,
         )
         for i, nodule in enumerate(truth_study.nodules)
     ]
@@ -468,7 +470,7 @@ def _cause(ours: str, expected: str, assessed: StudyResult, hits: list[_Hit], fi
         hit = hit_of.get(worst.key)
         if hit is None:
             return "higher: a false-positive finding kept as a nodule"
-        return _history_cause(worst, hit, first_study) or hit.cause_of_change("higher")
+        return _history_cause(worst, hit, first_study) or _measurement_cause("higher", [hit])
     driving = [h for h in hits if h.lung_rads == expected]
     if driving and all(h.finding_id is None for h in driving):
         return "lower: the nodule setting the category was missed by the detector"
@@ -480,9 +482,7 @@ def _cause(ours: str, expected: str, assessed: StudyResult, hits: list[_Hit], fi
         cause = _history_cause(result, hit, first_study)
         if cause:
             return cause
-    if any(h.type_right is False for h in kept_driving):
-        return "lower: measured as another type (true nodule)"
-    return "lower: measured smaller (true nodule)"
+    return _measurement_cause("lower", kept_driving)
 
 
 def _history_cause(result: NoduleResult, hit: _Hit, first_study: dict[str, int]) -> str:

@@ -101,7 +101,8 @@ GLASS_BAND_HU = (-680.0, -480.0)  # a ground-glass plateau's density
 EDGE_BAND_HU = (-400.0, -200.0)  # as wide, between ground glass and soft tissue: edges only
 PLATEAU_SHARE = 0.15  # excess of ground-glass voxels (share of the nodule) that makes a plateau...
 PLATEAU_NOISE = 1.0  # ...or, for a nodule of n voxels, this / sqrt(n): few voxels give a noisy share
-CORE_OPENING_SHARE = 0.7  # the core is opened with a ball of this share of its inscribed radius (vessels go)
+CORE_OPENING_SHARE = 0.7  # the core is opened with a ball of this share of its inscribed radius (vessels go) ...
+CORE_OPENING_MM = 1.0  # ... of this radius at most: vessels through a core are 1 to 2 mm wide (see _solid_component)
 VESSEL_ELONGATION = 2.5  # a dense part longer than this many times its width is a vessel, not a core
 CORE_DEPTH_SHARE = 0.2  # a solid core lies deeper than this share of the inscribed radius (not a vessel at the edge)
 SPICULE_RIM_MM = 1.0  # tissue this close to the segmentation is its partial-volume rim, not an appendage
@@ -451,7 +452,9 @@ def _measure_in_patch(
     if nodule_type is NoduleType.PART_SOLID:
         core_threshold = (outer_level + solid_level) / 2
         depth_mm = inscribed * CORE_DEPTH_SHARE
-        solid_component = _solid_component(fine, nodule & envelope, core_threshold, depth_mm, step, centroid, plane)
+        solid_component = _solid_component(
+            fine, nodule & envelope, core_threshold, depth_mm, step, centroid, plane, float(spacing[0])
+        )
         if solid_component is None:  # the dense part is a vessel crossing a ground-glass nodule
             nodule_type = NoduleType.GROUND_GLASS
         elif solid_component == 0.0:  # a core of a voxel or two: the diameter of a sphere of its volume
@@ -569,13 +572,18 @@ def _solid_component(
     step: float,
     centroid: np.ndarray,
     plane: int,
+    slice_mm: float,
 ) -> float | None:
     """Mean diameter (mm) of the solid core of a part-solid ``nodule`` on the axial ``plane``; 0.0 when the
     core is too small for the fine grid; None when the dense part inside the nodule is a vessel crossing it.
 
     The core is the part at or above ``threshold`` HU lying deeper than ``depth_mm`` in the nodule (not a vessel
-    touching its margin), opened to drop thinner vessels running through it, nearest to the ``centroid``. A
-    dense part more than :data:`VESSEL_ELONGATION` times longer than wide is a vessel, not a core.
+    touching its margin), opened (by at most :data:`CORE_OPENING_MM`) to drop thinner vessels running through
+    it, nearest to the ``centroid``. A dense part more than :data:`VESSEL_ELONGATION` times longer than wide is
+    a vessel, not a core. Its axes get the slice-sampling correction of the whole nodule's (``slice_mm`` apart,
+    :func:`_undo_slice_sampling`): on 124 part-solid nodules of 100 phantoms at 2.5 x 1.4 x 1.4 mm measured
+    part-solid, the bias went from -0.87 / -0.72 mm to -0.17 / -0.01 mm (two sets of phantoms, RMS 0.97 / 0.99 to
+    0.54 / 0.73 mm); the correction alone left -0.40 mm, the opening by 0.7 of the core's radius eating its rim.
     """
     dense = fine >= threshold
     interior = _depth_mm(nodule, step) >= depth_mm
@@ -583,8 +591,8 @@ def _solid_component(
     if not inside.any():
         return 0.0
     # A vessel through the nodule thinner than the core: opened away.
-    radius = float(_depth_mm(inside, step).max())
-    opened = _dilate(_erode(inside, CORE_OPENING_SHARE * radius, step), CORE_OPENING_SHARE * radius, step) & inside
+    radius = min(CORE_OPENING_SHARE * float(_depth_mm(inside, step).max()), CORE_OPENING_MM)
+    opened = _dilate(_erode(inside, radius, step), radius, step) & inside
     core = _largest_component_near(opened if opened.any() else inside, tuple(np.round(centroid).astype(int)))
     # What is left long and thin is a vessel crossing a ground-glass nodule, not a core.
     points = np.argwhere(core) * step
@@ -593,7 +601,7 @@ def _solid_component(
         if spread[-1] > VESSEL_ELONGATION**2 * max(spread[0], step**2 / 12):
             return None
     core_plane = core[plane] if core[plane].any() else core[int(np.argwhere(core)[:, 0].mean() + 0.5)]
-    core_long, core_short = _axes(np.argwhere(core_plane) * step, step)
+    core_long, core_short = _undo_slice_sampling(*_axes(np.argwhere(core_plane) * step, step), slice_mm)
     return mean_diameter_mm(core_long, core_short)
 
 

@@ -145,6 +145,15 @@ def print_report(report: dict) -> None:
     for cause, count in result["lungrads_causes"].items():
         causes.add_row(cause, str(count))
     console.print(causes)
+    error = result["diameter_error"]["all"]
+    if error["nodules"]:
+        console.print(
+            f"mean diameter of the {error['nodules']} true nodules kept: bias {error['bias_mm']:+.2f} mm, "
+            f"RMS {error['rms_mm']:.2f} mm"
+        )
+    by_noise = report["ceiling"]["lungrads_accuracy_by_noise_mm"]
+    limits = ", ".join(f"{noise} mm: {pct(v)}" for noise, v in by_noise.items())
+    console.print(f"Lung-RADS from the true nodules measured with Gaussian noise (the measurement's limit): {limits}")
     sweep = Table(
         title="which findings count as nodules (detector score, classifier probability, diameter, their log-odds sum)"
     )

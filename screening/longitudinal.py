@@ -68,8 +68,9 @@ SOLID_COMPONENT_FLOOR_MM = 2.5
 """A part-solid finding's solid component smaller than this (mm) is not trusted: the nodule counts as ground glass.
 It is the slice spacing of a screening CT (2.5 mm) and about two in-plane pixels: a smaller solid core cannot be
 told from noise and partial volume, and taken at face value it would make a ground-glass nodule 4A ("new solid
-component") on one study and not the next. On the synthetic archive (seed 2027) the two part-solid findings with
-a component under 2.5 mm were both ground-glass nodules; the smallest true solid component found was 2.7 mm."""
+component") on one study and not the next. On the synthetic archives (seeds 2027 and 2028, cores measured with the
+slice correction of models.measurement._solid_component) the four part-solid findings with a component under
+2.5 mm were two ground-glass nodules and two part-solid ones of 5 mm with 2.3 and 3.2 mm cores."""
 
 
 LOGIT_CLIP = 1e-6

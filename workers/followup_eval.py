@@ -64,6 +64,7 @@ from screening.longitudinal import (
 from screening.types import LungRads
 from synth.archive import GroundTruth, StudyTruth, generate_archive, read_ground_truth, write_ground_truth
 from workers.followup import NODULE_CRITERIA, study_input, update_patient
+from workers.followup_ceiling import ceiling
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,7 @@ class _Hit:
     spiculated: bool = False
     measured_spiculated: bool | None = None  # None: not found, or its spiculation not measured
     type_right: bool | None = None  # the finding's type equals the truth's; None: not found or no type
+    measured_diameter_mm: float | None = None  # the finding's mean diameter; None: not found
 
 
 def _measurement_cause(direction: str, hits: Sequence[_Hit]) -> str:
@@ -407,6 +409,7 @@ def score(
         "vdt": vdt,
         "detection": detection,
         "spiculation": _spiculation_summary(hits),
+        "diameter_error": _diameter_error(hits),
         "brock": _brock_summary(brock),
         "per_study": per_study,
     }
@@ -423,6 +426,7 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
                 candidates.append((distance, i, finding.id))
     spiculation = {finding.id: finding.spiculation for finding in findings}
     types = {finding.id: finding.nodule_type for finding in findings}
+    diameters = {finding.id: finding.diameter_mm for finding in findings}
     found: dict[int, int] = {}
     used: set[int] = set()
     for _, i, finding_id in sorted(candidates):
@@ -442,6 +446,7 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
             if found.get(i) is None or spiculation.get(found[i]) is None
             else spiculation[found[i]] >= SPICULATED_SCORE,
             type_right=None if types.get(found.get(i)) is None else types[found[i]] == nodule.kind,
+            measured_diameter_mm=diameters.get(found.get(i)),
         )
         for i, nodule in enumerate(truth_study.nodules)
     ]
@@ -530,6 +535,26 @@ def _spiculation_summary(hits: list[_Hit]) -> dict[str, object]:
             "truth_spiculated": sum(h.spiculated for h in kept),
             "measured_spiculated_and_true": sum(h.spiculated and bool(h.measured_spiculated) for h in kept),
             "measured_spiculated_but_smooth": sum(not h.spiculated and bool(h.measured_spiculated) for h in kept),
+        }
+    return summary
+
+
+def _diameter_error(hits: list[_Hit]) -> dict[str, object]:
+    """Mean diameter measured minus true (mm) over the true nodules kept as nodules: count, bias and RMS, for all
+    sizes and for 6 mm and more (the noise :mod:`workers.followup_ceiling` turns into Lung-RADS agreement)."""
+    summary: dict[str, object] = {}
+    for name, low in (("all", 0.0), ("6mm_plus", 6.0)):
+        errors = np.array(
+            [
+                h.measured_diameter_mm - h.diameter_mm
+                for h in hits
+                if h.kept and h.measured_diameter_mm is not None and h.diameter_mm >= low
+            ]
+        )
+        summary[name] = {
+            "nodules": int(errors.size),
+            "bias_mm": round(float(errors.mean()), 3) if errors.size else None,
+            "rms_mm": round(float(np.sqrt((errors**2).mean())), 3) if errors.size else None,
         }
     return summary
 
@@ -773,6 +798,11 @@ def evaluate(
         "targets": TARGETS,
         "step": {"patients": len(pairs), "seconds": round(step_s, 2), "stored_vs_pure_disagreements": disagreements},
         "result": main,
+        "ceiling": {
+            "what": "Lung-RADS agreement of the true nodules, each diameter and solid component moved by Gaussian "
+            "noise of this standard deviation (mm), 20 draws (workers.followup_ceiling)",
+            "lungrads_accuracy_by_noise_mm": ceiling(truth),
+        },
         "sweep": [_summary(score(truth, factory, model, criteria)) for criteria in sweep],
     }
     if out_path is not None:

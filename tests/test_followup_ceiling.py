@@ -29,5 +29,5 @@ def test_noise_costs_agreement_and_more_noise_costs_more(truth: GroundTruth) -> 
 
 
 def test_negative_noise_is_refused(truth: GroundTruth) -> None:
-    with pytest.raises(ValueError, match="-0.1"):
+    with pytest.raises(ValueError, match=r"-0\.1"):
         agreement(truth, -0.1)

@@ -125,6 +125,7 @@ def print_report(report: dict) -> None:
         f"{result['lungrads_agree']} / {result['studies']}",
         ">= 90 %",
     )
+    table.add_row("... the same next step (1-2, 3, 4A, 4B-4X)", pct(result["same_next_step"]), "", "(not a target)")
     table.add_row(
         "lesions in 2+ studies on the right track",
         pct(tracking["accuracy"]),

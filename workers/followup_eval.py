@@ -52,6 +52,7 @@ from nightscan.settings import Settings
 from nightscan.storage import open_storage
 from screening.growth import sphere_volume_mm3, volume_doubling_time_days
 from screening.longitudinal import (
+    FOLLOW_UP_DAYS,
     LesionResult,
     NoduleCriteria,
     NoduleResult,
@@ -401,6 +402,10 @@ def score(
         "lungrads_accuracy": agree / len(per_study) if per_study else None,
         "lungrads_within_one": sum(
             abs(LungRads(s["truth"]).rank - LungRads(s["assessed"]).rank) <= 1 for s in per_study
+        )
+        / max(1, len(per_study)),
+        "same_next_step": sum(
+            FOLLOW_UP_DAYS[LungRads(s["truth"])] == FOLLOW_UP_DAYS[LungRads(s["assessed"])] for s in per_study
         )
         / max(1, len(per_study)),
         "lungrads_causes": dict(sorted(causes.items(), key=lambda item: -item[1])),

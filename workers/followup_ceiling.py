@@ -73,8 +73,6 @@ def agreement(truth: GroundTruth, noise_mm: float, *, draws: int = 1, seed: int 
     return agree / total if total else float("nan")
 
 
-def ceiling(
-    truth: GroundTruth, noises_mm: Sequence[float] = (0.0, 0.25, 0.5, 0.75), *, draws: int = 20, seed: int = 0
-) -> dict[str, float]:
+def ceiling(truth: GroundTruth, noises_mm: Sequence[float], *, draws: int = 20, seed: int = 0) -> dict[str, float]:
     """Lung-RADS agreement (0 to 1) of the true nodules at each measurement noise (mm), keyed by the noise."""
     return {f"{noise:g}": round(agreement(truth, noise, draws=draws, seed=seed), 4) for noise in noises_mm}

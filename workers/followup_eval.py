@@ -738,6 +738,11 @@ def _confusion(per_study: list[dict[str, object]]) -> dict[str, dict[str, int]]:
     return {k: dict(sorted(v.items())) for k, v in sorted(table.items())}
 
 
+CEILING_NOISES_MM = (0.0, 0.25, 0.5, 0.75)
+"""Measurement noise (standard deviation, mm) at which the report gives the step's ceiling, besides the RMS
+measured on the run (:mod:`workers.followup_ceiling`)."""
+CEILING_DRAWS = 20
+
 SWEEP = tuple(
     NoduleCriteria(min_score=s, min_probability=p, min_diameter_mm=d)
     for s in (0.0, 0.5, 0.8, 0.9, 0.95, 0.98)
@@ -789,6 +794,8 @@ def evaluate(
         )
     by_uid = {s.study_uid: row for s, row in zip(truth.studies, main["per_study"], strict=True)}
     disagreements = sum(stored.get(uid) != row["assessed"] for uid, row in by_uid.items())
+    measured_rms = main["diameter_error"]["all"]["rms_mm"]
+    noise = (measured_rms,) if measured_rms else ()
     report: dict[str, object] = {
         "archive": {
             "patients": spec.n_patients,
@@ -805,8 +812,9 @@ def evaluate(
         "result": main,
         "ceiling": {
             "what": "Lung-RADS agreement of the true nodules, each diameter and solid component moved by Gaussian "
-            "noise of this standard deviation (mm), 20 draws (workers.followup_ceiling)",
-            "lungrads_accuracy_by_noise_mm": ceiling(truth),
+            f"noise of this standard deviation (mm; the last: the RMS measured above), {CEILING_DRAWS} draws "
+            "(workers.followup_ceiling)",
+            "lungrads_accuracy_by_noise_mm": ceiling(truth, (*CEILING_NOISES_MM, *noise), draws=CEILING_DRAWS),
         },
         "sweep": [_summary(score(truth, factory, model, criteria)) for criteria in sweep],
     }

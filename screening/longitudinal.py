@@ -23,7 +23,9 @@ against its last observation (growth, size bands, stepping down from its last ca
 most suspicious nodule (:func:`screening.lungrads.exam_category`).
 
 Spiculation, where the finding gives it (:func:`measurement_from_finding`), makes a category 3 or 4 nodule 4X
-and enters Brock. Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``:
+and enters Brock. Spicules do not come and go, so a tracked lesion's spiculation is read from all its looks: the
+mean log-odds of the spiculation probabilities of its observations so far, the current one included
+(:func:`pooled_spiculated`), as a reader who saw spicules on the prior CT reads them into a blurred follow-up. Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``:
 spiculation where not measured (0, so no 4X), family history and emphysema (Brock: 0), a missing type (solid),
 a missing solid component of a part-solid nodule (its whole diameter), an unknown age (62 years, the model's
 centre) or sex (male), the lobe (upper lobe from the position along the scan, see :func:`is_upper_lobe`).
@@ -31,6 +33,7 @@ centre) or sex (male), the lobe (upper lobe from the position along the scan, se
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Sequence
@@ -72,6 +75,10 @@ component") on one study and not the next. On the synthetic archives (seeds 2027
 slice correction of models.measurement._solid_component) the four part-solid findings with a component under
 2.5 mm were two ground-glass nodules and two part-solid ones of 5 mm with 2.3 and 3.2 mm cores."""
 
+
+SPICULATION_POOL_CLIP = 0.01
+"""Spiculation probabilities are clipped to [0.01, 0.99] before their log-odds are pooled over a lesion's looks (at
+most 4.6 each), so that no single confident reading outvotes the others."""
 
 LOGIT_CLIP = 1e-6
 """Probabilities are clipped to [LOGIT_CLIP, 1 - LOGIT_CLIP] before their log-odds are taken (at most 13.8)."""
@@ -116,13 +123,15 @@ class NoduleCriteria:
 class Observation:
     """One nodule of one study as measured: ``key`` names it to the caller (a finding ID), ``centre_mm`` (x, y, z)
     in world coordinates, its Lung-RADS ``measurement``, its measured volume (mm3, None: use the sphere of its
-    mean diameter) and the defaults its measurement needed (``assumed``)."""
+    mean diameter), the defaults its measurement needed (``assumed``) and its ``spiculation`` probability (0 to 1;
+    None: not measured), of which ``measurement.spiculated`` is the reading at 0.5 on this look alone."""
 
     key: int
     centre_mm: Vector
     measurement: Measurement
     volume_mm3: float | None = None
     assumed: tuple[str, ...] = ()
+    spiculation: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -344,6 +353,7 @@ def _assess_study(
     translation = alignment.translation_mm
     matched = {pair.current_index: lesions[pair.prior_index] for pair in alignment.match.pairs}
     retro = _look_back(index, nodules, matched, ordered, translation, previous_mm)
+    nodules = tuple(_with_pooled_spiculation(nodule, matched.get(n), retro.get(n)) for n, nodule in enumerate(nodules))
 
     histories: list[NoduleHistory] = []
     priors: list[tuple[StudyInput, Observation, _Lesion | None] | None] = []
@@ -475,6 +485,32 @@ def _assess_study(
         alignment=alignment.method,
         assumptions=assumptions,
     )
+
+
+def pooled_spiculated(probabilities: Sequence[float]) -> bool:
+    """True when the mean log-odds of ``probabilities`` (0 to 1, each clipped to :data:`SPICULATION_POOL_CLIP`)
+    is at least 0: one lesion's spiculation probabilities over its looks, read together at 0.5."""
+    if not probabilities:
+        raise ValueError("pooled_spiculated needs at least one probability")
+    clip = SPICULATION_POOL_CLIP
+    pooled = sum(log_odds(min(max(p, clip), 1.0 - clip)) for p in probabilities) / len(probabilities)
+    return pooled >= 0.0
+
+
+def _with_pooled_spiculation(nodule: Observation, lesion: _Lesion | None, retro: Observation | None) -> Observation:
+    """``nodule`` with its spiculation read from every look at its lesion so far (:func:`pooled_spiculated`):
+    the lesion's observations, or the candidate it was found on in retrospect, and itself. Unchanged when this
+    look or every earlier one has no spiculation."""
+    if nodule.spiculation is None:
+        return nodule
+    earlier = [obs for _, obs in lesion.observations] if lesion is not None else [retro] if retro is not None else []
+    scores = [obs.spiculation for obs in earlier if obs.spiculation is not None]
+    if not scores:
+        return nodule
+    spiculated = pooled_spiculated([*scores, nodule.spiculation])
+    if spiculated == nodule.measurement.spiculated:
+        return nodule
+    return dataclasses.replace(nodule, measurement=dataclasses.replace(nodule.measurement, spiculated=spiculated))
 
 
 def _look_back(

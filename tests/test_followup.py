@@ -26,6 +26,7 @@ from screening.longitudinal import (
     is_upper_lobe,
     log_odds,
     measurement_from_finding,
+    pooled_spiculated,
 )
 from tests.hand_built import add_analysis, add_finding, add_instance, add_patient, add_series, add_study_row
 from workers.followup import update_patient
@@ -35,10 +36,13 @@ OTHER_MODEL = "nodule-detector@0.2.0"
 SHIFT = (18.0, -9.0, 31.0)  # the patient lay this much differently at the follow-up (mm): beyond every gate
 
 
-def nodule(key: int, centre: Sequence[float], diameter_mm: float, kind: str = "solid") -> Observation:
-    measurement, assumed = measurement_from_finding(nodule_type=kind, diameter_mm=diameter_mm)
+def nodule(
+    key: int, centre: Sequence[float], diameter_mm: float, kind: str = "solid", spiculation: float | None = None
+) -> Observation:
+    spiculated = None if spiculation is None else spiculation >= SPICULATED_SCORE
+    measurement, assumed = measurement_from_finding(nodule_type=kind, diameter_mm=diameter_mm, spiculated=spiculated)
     x, y, z = centre
-    return Observation(key=key, centre_mm=(x, y, z), measurement=measurement, assumed=assumed)
+    return Observation(key=key, centre_mm=(x, y, z), measurement=measurement, assumed=assumed, spiculation=spiculation)
 
 
 def shifted(centre: Sequence[float], by: Sequence[float] = SHIFT) -> tuple[float, float, float]:
@@ -151,6 +155,36 @@ def test_a_nodule_seen_in_retrospect_below_the_criteria_is_not_new() -> None:
     assert result.lesions[1].observations == ((0, 12), (1, 21)) and result.lesions[1].first_seen == DAY0
     without = follow_patient([StudyInput(key=1, study_date=DAY0, nodules=(nodule(10, A, 6.0),)), second])
     assert next(n for n in without.studies[1].nodules if n.key == 21).category is LungRads.CAT3
+
+
+def test_pooled_spiculation_is_the_mean_log_odds_of_the_looks_read_at_one_half() -> None:
+    assert pooled_spiculated([0.5]) and not pooled_spiculated([0.49])
+    assert pooled_spiculated([0.99, 0.99, 0.16])  # two clear looks and a blurred one
+    assert not pooled_spiculated([0.05, 0.9])  # the same lesion smooth before: 0.9 alone does not make it so
+    assert pooled_spiculated([0.999999, 0.0001]) == pooled_spiculated([0.99, 0.01])  # clipped: no look outvotes
+    with pytest.raises(ValueError, match="at least one"):
+        pooled_spiculated([])
+
+
+def test_a_lesion_keeps_the_spicules_seen_before_when_one_look_blurs_them() -> None:
+    def patient(third: float) -> list[StudyInput]:
+        return [
+            study(1, DAY0, nodule(10, A, 15.0, spiculation=0.99)),
+            study(2, DAY1, nodule(20, shifted(A), 17.0, spiculation=0.95)),
+            study(3, DAY2, nodule(30, shifted(A), 19.5, spiculation=third)),  # growing: its category is read again
+        ]
+
+    categories = [s.category for s in follow_patient(patient(0.16)).studies]
+    assert categories == [LungRads.CAT4X] * 3
+    alone = follow_patient([study(1, DAY0, nodule(10, A, 15.0)), study(2, DAY1, nodule(20, A, 17.0, spiculation=0.16))])
+    assert alone.studies[1].category is LungRads.CAT4B  # 0.16 on its own
+    assert follow_patient(patient(0.001)).studies[2].category is LungRads.CAT4X  # clipped: 4.6 + 2.9 - 4.6 > 0
+    smooth_before = follow_patient(
+        [study(1, DAY0, nodule(10, A, 7.0, spiculation=0.05)), study(2, DAY1, nodule(20, A, 7.1, spiculation=0.9))]
+    )
+    assert [s.category for s in smooth_before.studies] == [LungRads.CAT3, LungRads.CAT2]  # not 4X on one look
+    new = follow_patient([study(1, DAY0), study(2, DAY1, nodule(20, A, 9.0, spiculation=0.9))])
+    assert new.studies[1].category is LungRads.CAT4X  # a new lesion has only its own look
 
 
 def test_study_inputs_and_defaults() -> None:
@@ -483,4 +517,19 @@ def test_a_spiculated_category_3_nodule_is_4x_and_raises_its_brock(sqlite_url: s
     assert "spiculated -> 4X" in rows[spiculated[MODEL]].reason
     assert "spiculation" not in rows[spiculated[MODEL]].assumptions  # measured, not assumed
     assert brock[spiculated[MODEL]] > brock[smooth[MODEL]]
+    engine.dispose()
+
+
+def test_the_step_reads_a_lesions_spiculation_from_its_stored_looks(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    factory = make_sessionmaker(engine)
+    archive = Archive(factory)
+    patient = archive.patient()
+    archive.study(patient, DAY0, [Spot(A, 15.0, spiculation=0.99)])
+    assert update_patient(factory, patient, MODEL).lungrads == "4X"
+    blurred = archive.study(patient, DAY1, [Spot(A, 18.0, spiculation=0.2)])  # growing: 4B, 4X if spiculated
+    assert update_patient(factory, patient, MODEL).lungrads == "4X"
+    with factory() as session:
+        assessment = session.scalars(select(Assessment).where(Assessment.analysis_id == blurred[MODEL])).one()
+    assert "spiculated -> 4X" in assessment.reason
     engine.dispose()

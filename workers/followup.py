@@ -151,6 +151,7 @@ def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) ->
             measurement=measurement,
             volume_mm3=finding.volume_mm3,
             assumed=assumed,
+            spiculation=finding.spiculation,
         )
         if any(same_nodule(observation, taken) for taken in (*nodules, *candidates)):
             continue

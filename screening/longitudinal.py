@@ -25,10 +25,13 @@ most suspicious nodule (:func:`screening.lungrads.exam_category`).
 Spiculation, where the finding gives it (:func:`measurement_from_finding`), makes a category 3 or 4 nodule 4X
 and enters Brock. Spicules do not come and go, so a tracked lesion's spiculation is read from all its looks: the
 mean log-odds of the spiculation probabilities of its observations so far, the current one included
-(:func:`pooled_spiculated`), as a reader who saw spicules on the prior CT reads them into a blurred follow-up. Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``:
-spiculation where not measured (0, so no 4X), family history and emphysema (Brock: 0), a missing type (solid),
-a missing solid component of a part-solid nodule (its whole diameter), an unknown age (62 years, the model's
-centre) or sex (male), the lobe (upper lobe from the position along the scan, see :func:`is_upper_lobe`).
+(:func:`pooled_spiculated`), as a reader who saw spicules on the prior CT reads them into a blurred follow-up, and
+one noisy look of a smooth lesion does not make it 4X.
+
+Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``: spiculation where not
+measured (0, so no 4X), family history and emphysema (Brock: 0), a missing type (solid), a missing solid component
+of a part-solid nodule (its whole diameter), an unknown age (62 years, the model's centre) or sex (male), the lobe
+(upper lobe from the position along the scan, see :func:`is_upper_lobe`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,13 @@ from models.classifier import window
 from models.measurement import SPICULATED_SCORE, measure_nodule
 from models.metrics import roc_auc
 from models.registry import WeightsIntegrityError, get_entry, load_spiculation, weights_path
-from models.spiculation import PatchGeometry, SpiculationModel, extract_nodule_patches
+from models.spiculation import (
+    HANDMADE_FROM_MM,
+    PatchGeometry,
+    SpiculationModel,
+    extract_nodule_patches,
+    large_nodule_spiculation,
+)
 from nightscan.settings import Settings
 from synth.nodules import NoduleKind
 from synth.phantom import make_phantom
@@ -159,10 +166,21 @@ def test_worker_findings_carry_the_model_probability(model: SpiculationModel) ->
     measured, unmeasured = describe_candidates(volume, [on_nodule, in_air], spiculation=model, stages_s=stages)
     m = measure_nodule(volume.hu, volume.spacing_zyx_mm, near, approx_diameter_mm=14.0)
     expected = model.predict(volume.hu, volume.spacing_zyx_mm, [(m.center_zyx_vox, m.mean_diameter_mm)])[0]
-    assert measured.spiculation == round(expected, 3) and stages["spiculation"] >= 0
+    assert measured.spiculation == round(large_nodule_spiculation(expected, m), 3) and stages["spiculation"] >= 0
     assert unmeasured.spiculation is None and unmeasured.long_axis_mm is None
     handmade, _ = describe_candidates(volume, [on_nodule, in_air])  # no model: the hand-made score
     assert handmade.spiculation == m.spiculation
+
+
+def test_large_nodules_take_the_larger_of_the_model_and_the_hand_made_score() -> None:
+    phantom = make_phantom(np.random.default_rng([7, 1]), shape_zyx=(48, 96, 96), n_nodules=1)
+    m = measure_nodule(phantom.hu, phantom.spacing_zyx_mm, phantom.nodules[0].center_zyx_vox)
+    small = dataclasses.replace(m, mean_diameter_mm=HANDMADE_FROM_MM - 0.1, spiculation=1.0)
+    large = dataclasses.replace(m, mean_diameter_mm=HANDMADE_FROM_MM, spiculation=0.94)
+    assert large_nodule_spiculation(0.13, small) == 0.13  # below 15 mm: the model alone
+    assert large_nodule_spiculation(0.13, large) == 0.94  # the model misses thin spicules of large nodules
+    smooth = dataclasses.replace(large, spiculation=0.0)
+    assert large_nodule_spiculation(0.99, large) == 0.99 and large_nodule_spiculation(0.2, smooth) == 0.2
 
 
 def test_the_spiculation_setting_and_the_model_loaded_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ Each candidate's centre goes to patient coordinates (mm) through the volume's af
 type and the solid component; where it finds no nodule at the centre, the finding keeps the detector's box
 diameter and no measurements, and the reason is logged (without PHI). The spiculation of a measured finding
 (0..1, spiculated from :data:`models.measurement.SPICULATED_SCORE`) is the spiculation model's probability
-(:class:`models.spiculation.SpiculationModel`, at the measured centre and mean diameter) when one is given,
-else the measurement's hand-made score; an unmeasured finding has none.
+(:class:`models.spiculation.SpiculationModel`, at the measured centre and mean diameter) when one is given, raised to
+the hand-made score for nodules of 15 mm and more (:func:`models.spiculation.large_nodule_spiculation`), else the
+measurement's hand-made score; an unmeasured finding has none.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from db.models import Finding
 from models.candidates import Candidate
 from models.measurement import NoduleMeasurement, measure_nodule
+from models.spiculation import large_nodule_spiculation
 from workers.volume import Volume
 
 if TYPE_CHECKING:
@@ -46,9 +48,9 @@ def describe_candidates(
 ) -> list[Finding]:
     """One :class:`Finding` per candidate, in the candidates' order, measured on ``volume``.
 
-    ``spiculation``: the model whose probability (rounded to 3 decimals) becomes each measured finding's
-    spiculation; None: the measurement's hand-made score. ``stages_s``, when given, receives the seconds the
-    model took under "spiculation".
+    ``spiculation``: the model whose probability (rounded to 3 decimals; from 15 mm on at least the hand-made
+    score) becomes each measured finding's spiculation; None: the measurement's hand-made score. ``stages_s``, when
+    given, receives the seconds the model took under "spiculation".
     """
     measurements = [_measure(volume, candidate, n) for n, candidate in enumerate(candidates)]
     scores = [m.spiculation if m is not None else None for m in measurements]
@@ -58,8 +60,8 @@ def describe_candidates(
         probabilities = spiculation.predict(
             volume.hu, volume.spacing_zyx_mm, [(m.center_zyx_vox, m.mean_diameter_mm) for _, m in measured]
         )
-        for (n, _), probability in zip(measured, probabilities, strict=True):
-            scores[n] = round(probability, 3)
+        for (n, measurement), probability in zip(measured, probabilities, strict=True):
+            scores[n] = round(large_nodule_spiculation(probability, measurement), 3)
         if stages_s is not None:
             stages_s["spiculation"] = time.perf_counter() - start
     findings = []

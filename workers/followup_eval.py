@@ -178,13 +178,14 @@ def measure_missing_spiculation(settings: Settings) -> int:
     """Fill ``findings.spiculation`` where a finding was measured before spiculation was (a database of an older
     nightscan): the nodule is measured again at its stored centre (the segmentation's centroid, mm) on its
     study's volume, and only the spiculation score is written: the configured spiculation model's probability at the
-    new measurement's centre and mean diameter (``settings.spiculation``, as the worker stores it), else the
-    hand-made score. Returns the findings updated.
+    new measurement's centre and mean diameter (``settings.spiculation``, raised to the hand-made score from 15 mm
+    on, as the worker stores it), else the hand-made score. Returns the findings updated.
 
     The other columns are left as the worker wrote them; the log reports how far the new mean diameter lies from
     the stored one (the same nodule, measured from its centroid instead of the detector's centre).
     """
     from models.measurement import measure_nodule
+    from models.spiculation import large_nodule_spiculation
     from workers.context import WorkerContext
     from workers.series import load_series
     from workers.volume import IrregularSeries
@@ -248,7 +249,7 @@ def measure_missing_spiculation(settings: Settings) -> int:
                 probability = model.predict(
                     volume.hu, volume.spacing_zyx_mm, [(measured.center_zyx_vox, measured.mean_diameter_mm)]
                 )[0]
-                scores[finding.id] = round(probability, 3)
+                scores[finding.id] = round(large_nodule_spiculation(probability, measured), 3)
             differences.append(abs(measured.mean_diameter_mm - finding.diameter_mm))
         with transaction(factory) as session:
             for finding_id, value in scores.items():

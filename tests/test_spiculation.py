@@ -192,3 +192,31 @@ def test_the_spiculation_setting_and_the_model_loaded_once(monkeypatch: pytest.M
     ctx = WorkerContext(Settings(data_dir=tmp_path))
     loaded = ctx.spiculation(REF)
     assert loaded is ctx.spiculation(REF) and loaded.sha256 == get_entry(REF).sha256
+
+
+def test_the_band_table_counts_each_reading_on_the_same_nodules() -> None:
+    from models.evaluate_spiculation import band_table, calls
+    from models.train_spiculation import NoduleSet
+
+    n = 5  # spiculated 20 mm seen by the hand-made score only; smooth 20 mm it calls spiculated; 7 mm; ground glass
+    data = NoduleSet(
+        patches=np.zeros((n, 1, 1, 1), dtype=np.int16),
+        spiculated=np.array([True, False, True, False, False]),
+        kind=np.array([0, 0, 0, 2, 0]),
+        diameter_mm=np.array([20.0, 20.0, 7.0, 20.0, 9.0]),
+        measured_mm=np.array([19.5, 20.3, 7.2, 21.0, np.nan]),
+        handmade=np.array([0.9, 0.8, 1.0, 1.0, np.nan]),
+        phantom=np.zeros(n, dtype=np.int64),
+        spacing_mm=np.ones((n, 3)),
+    )
+    called = calls(data, np.array([0.1, 0.2, 0.3, 0.0, 0.9]))
+    assert called["workers"].tolist() == [True, True, False, True, True]  # the 7 mm nodule: the model alone
+    rows = {(tuple(r["band_mm"]), r["reading"]): r for r in band_table(data, called)}
+    large = rows[((15.0, 31.0), "workers")]
+    assert (large["spiculated_found"], large["spiculated"], large["smooth_called_spiculated"], large["smooth"]) == (
+        1,
+        1,
+        1,
+        1,
+    )  # ground glass and unmeasured nodules are not counted
+    assert rows[((6.0, 8.0), "model")]["errors"] == 1 and rows[((6.0, 8.0), "handmade")]["errors"] == 0

@@ -213,10 +213,6 @@ def test_the_band_table_counts_each_reading_on_the_same_nodules() -> None:
     assert called["workers"].tolist() == [True, True, False, True, True]  # the 7 mm nodule: the model alone
     rows = {(tuple(r["band_mm"]), r["reading"]): r for r in band_table(data, called)}
     large = rows[((15.0, 31.0), "workers")]
-    assert (large["spiculated_found"], large["spiculated"], large["smooth_called_spiculated"], large["smooth"]) == (
-        1,
-        1,
-        1,
-        1,
-    )  # ground glass and unmeasured nodules are not counted
+    counts = ("spiculated_found", "spiculated", "smooth_called_spiculated", "smooth")
+    assert [large[k] for k in counts] == [1, 1, 1, 1]  # ground glass and unmeasured nodules are not counted
     assert rows[((6.0, 8.0), "model")]["errors"] == 1 and rows[((6.0, 8.0), "handmade")]["errors"] == 0

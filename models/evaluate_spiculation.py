@@ -25,9 +25,8 @@ from bench.common import machine
 from models.measurement import SPICULATED_SCORE
 from models.registry import load_spiculation
 from models.spiculation import HANDMADE_FROM_MM
-from models.train_spiculation import _TEST_SEED_OFFSET, _VAL_SEED_OFFSET, KIND_CODES, NoduleSet, build_set, logits_of
+from models.train_spiculation import _TEST_SEED_OFFSET, _VAL_SEED_OFFSET, NoduleSet, build_set, logits_of
 from nightscan.logs import configure_logging
-from synth.nodules import NoduleKind
 
 log = logging.getLogger("models.evaluate_spiculation")
 
@@ -46,10 +45,9 @@ def calls(data: NoduleSet, probability: np.ndarray) -> dict[str, np.ndarray]:
 
 def band_table(data: NoduleSet, called: dict[str, np.ndarray]) -> list[dict[str, object]]:
     """Per band and reading: spiculated called / spiculated, smooth called spiculated / smooth, errors."""
-    solid = data.measured & (data.kind != KIND_CODES.index(NoduleKind.GROUND_GLASS))
     rows: list[dict[str, object]] = []
     for low, high in BANDS_MM:
-        band = solid & (data.diameter_mm >= low) & (data.diameter_mm < high)
+        band = data.relevant(low, high)  # measured solid and part-solid nodules of the band
         spiculated, smooth = band & data.spiculated, band & ~data.spiculated
         for name, call in called.items():
             found, false = int((call & spiculated).sum()), int((call & smooth).sum())

@@ -24,7 +24,7 @@ import numpy as np
 from bench.common import machine
 from models.measurement import SPICULATED_SCORE
 from models.registry import load_spiculation
-from models.spiculation import HANDMADE_FROM_MM
+from models.spiculation import HANDMADE_FROM_MM, combined_spiculation
 from models.train_spiculation import _TEST_SEED_OFFSET, _VAL_SEED_OFFSET, NoduleSet, build_set, logits_of
 from nightscan.logs import configure_logging
 
@@ -36,11 +36,20 @@ RESULT = Path(__file__).resolve().parent.parent / "bench" / "results" / "spicula
 
 def calls(data: NoduleSet, probability: np.ndarray) -> dict[str, np.ndarray]:
     """Which nodules each reading calls spiculated: the model (its probability), the hand-made score, and the
-    workers' combination (the larger of the two from HANDMADE_FROM_MM of MEASURED mean diameter on)."""
-    model = probability >= SPICULATED_SCORE
-    handmade = np.nan_to_num(data.handmade) >= SPICULATED_SCORE
-    large = np.nan_to_num(data.measured_mm) >= HANDMADE_FROM_MM
-    return {"model": model, "handmade": handmade, "workers": model | (handmade & large)}
+    workers' reading (:func:`models.spiculation.combined_spiculation` at the MEASURED mean diameter)."""
+    handmade = np.nan_to_num(data.handmade)
+    measured = np.nan_to_num(data.measured_mm)
+    workers = np.array(
+        [
+            combined_spiculation(float(p), float(h), float(d))
+            for p, h, d in zip(probability, handmade, measured, strict=True)
+        ]
+    )
+    return {
+        "model": probability >= SPICULATED_SCORE,
+        "handmade": handmade >= SPICULATED_SCORE,
+        "workers": workers >= SPICULATED_SCORE,
+    }
 
 
 def band_table(data: NoduleSet, called: dict[str, np.ndarray]) -> list[dict[str, object]]:

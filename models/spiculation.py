@@ -203,13 +203,18 @@ def extract_nodule_patches(
     return torch.stack(patches)
 
 
-def large_nodule_spiculation(probability: float, measurement: NoduleMeasurement) -> float:
-    """The spiculation (0..1, spiculated from 0.5) of a measured nodule whose model `probability` (0..1) is given:
-    the larger of it and the measurement's hand-made score from :data:`HANDMADE_FROM_MM` (mm, mean diameter) on,
-    else the probability."""
-    if measurement.mean_diameter_mm >= HANDMADE_FROM_MM:
-        return max(probability, measurement.spiculation)
+def combined_spiculation(probability: float, handmade: float, diameter_mm: float) -> float:
+    """The spiculation (0..1, spiculated from 0.5) the workers store for a nodule of measured mean `diameter_mm`
+    (mm) whose model `probability` (0..1) and hand-made score (0..1) are given: the larger of the two from
+    :data:`HANDMADE_FROM_MM` on, else the probability."""
+    if diameter_mm >= HANDMADE_FROM_MM:
+        return max(probability, handmade)
     return probability
+
+
+def large_nodule_spiculation(probability: float, measurement: NoduleMeasurement) -> float:
+    """:func:`combined_spiculation` of a measured nodule whose model `probability` (0..1) is given."""
+    return combined_spiculation(probability, measurement.spiculation, measurement.mean_diameter_mm)
 
 
 class SpiculationModel(RegisteredModel):

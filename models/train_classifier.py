@@ -434,10 +434,10 @@ class PatchPlan:
 _worker_detector: NoduleDetector | None = None  # each data worker's own detector (see _init_data_worker)
 
 
-def _init_data_worker(detector_ref: str, registry_path: Path | None) -> None:
+def _init_data_worker(detector_ref: str, registry_path: Path | None, device: str = "cpu") -> None:
     global _worker_detector
     torch.set_num_threads(1)
-    _worker_detector = load_detector(detector_ref, "cpu", registry_path=registry_path)
+    _worker_detector = load_detector(detector_ref, device, registry_path=registry_path)
 
 
 def phantom_patches(plan: PatchPlan, i: int, detector: NoduleDetector | None = None) -> PatchSet:
@@ -468,9 +468,10 @@ def build_patches(
     description: str,
     workers: int = 1,
     registry_path: Path | None = None,
+    device: str = "cpu",
 ) -> PatchSet:
     """Patches of `count` phantoms [plan.seed, i] (`training_phantom`s, or eval-grid ones), in order, drawn in
-    `workers` processes (each loads `detector`'s registered version itself from `registry_path`)."""
+    `workers` processes (each loads `detector`'s registered version itself from `registry_path`, on `device`)."""
     started = time.perf_counter()
     sets: list[PatchSet] = []
 
@@ -485,7 +486,10 @@ def build_patches(
     else:
         context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch's thread pools
         with concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_data_worker, initargs=(detector.entry.ref, registry_path)
+            workers,
+            mp_context=context,
+            initializer=_init_data_worker,
+            initargs=(detector.entry.ref, registry_path, device),
         ) as pool:
             for k, result in enumerate(pool.map(phantom_patches, [plan] * count, range(count)), 1):
                 sets.append(result)
@@ -736,6 +740,7 @@ def train_classifier(
     command: str | None = None,
     recipe: PhantomRecipe | None = None,
     data_workers: int = 1,
+    width: int = 8,
 ) -> dict[str, Any]:
     """Build the candidate patches, train, choose the threshold on validation, measure on test, save and register.
 
@@ -758,7 +763,7 @@ def train_classifier(
     recipe = recipe or PhantomRecipe()
     eval_shape, eval_spacing = recipe.eval_shape_spacing
     cached = _load_patch_cache(patch_cache)
-    build = {"workers": data_workers, "registry_path": registry_path}
+    build = {"workers": data_workers, "registry_path": registry_path, "device": device}
     train = (
         cached
         if cached is not None
@@ -781,7 +786,8 @@ def train_classifier(
     )
     data_seconds = time.perf_counter() - started
 
-    model = build_from_architecture(ARCHITECTURE).to(device, memory_format=torch.channels_last_3d)  # faster on CPU
+    architecture = {**ARCHITECTURE, "kwargs": {**ARCHITECTURE["kwargs"], "width": width}}
+    model = build_from_architecture(architecture).to(device, memory_format=torch.channels_last_3d)  # faster on CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     total_steps = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -857,7 +863,7 @@ def train_classifier(
     entry = ModelEntry(
         name=name,
         version=version,
-        architecture=ARCHITECTURE,
+        architecture=architecture,
         weights=os.path.relpath(weights_file.resolve(), registry_path.resolve().parent),
         sha256=file_sha256(weights_file),
         preprocessing=PREPROCESSING,
@@ -995,6 +1001,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-grid", choices=sorted(EVAL_GRIDS), default="small", help="validation and test grid")
     parser.add_argument("--max-nodule-mm", type=float, default=MAX_NODULE_DIAMETER_MM, help="largest phantom nodule")
     parser.add_argument("--data-workers", type=int, default=1, help="processes drawing phantoms and detecting")
+    parser.add_argument("--width", type=int, default=8, help="channels of the network's first layer")
     args = parser.parse_args(argv)
     command = training_command("classifier", sys.argv[1:] if argv is None else argv)
     if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2:
@@ -1025,6 +1032,7 @@ def main(argv: list[str] | None = None) -> None:
         command=command,
         recipe=PhantomRecipe(args.min_nodule_mm, args.archive_share, args.eval_grid, args.max_nodule_mm),
         data_workers=args.data_workers,
+        width=args.width,
     )
 
 

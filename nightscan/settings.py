@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         description="Spiculation model, name@version, run on each measured finding (its probability is stored in "
         "findings.spiculation). Empty or 'none': the hand-made score of models.measurement.",
     )
+    finding_min_score: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Detector score (0 to 1) from which a candidate is stored as a finding. None: the detector's "
+        "registered threshold.",
+    )
     pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")
     header_bytes: int = Field(default=16384, description="First ranged GET size when reading headers, bytes.")
     fetch_threads: int = Field(default=16, description="Concurrent GETs when fetching a study's objects.")

@@ -139,7 +139,13 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     with ctx.device_turn.take() as waited:  # meanwhile the other processes of this device fetch and decode
         timings["device_wait"] = waited
         stages: dict[str, float] = {}
-        candidates = detector.detect(volume.hu, volume.spacing_zyx_mm, batch_size=ctx.batch_slices, stages_s=stages)
+        candidates = detector.detect(
+            volume.hu,
+            volume.spacing_zyx_mm,
+            batch_size=ctx.batch_slices,
+            score_threshold=ctx.settings.finding_min_score,
+            stages_s=stages,
+        )
         timings["preprocess"], timings["inference"] = stages["preprocess"], stages["network"]
         if classifier is not None:
             start = time.perf_counter()

@@ -312,9 +312,10 @@ Threshold {_num(m.get("threshold"))}; on the validation candidates ({val.get("n_
 
 {_classifier_results(m.get("test", {}), names)}
 {thin_section}
-Time: {m.get("classify_seconds_per_scan_cpu_including_detection", "n/a")} s per test scan on the CPU for detection
-and classification together; training {m.get("training_seconds", "n/a")} s (CPU, 2 threads, including building the
-patches ({m.get("data_seconds", "n/a")} s) and evaluation). Training curves:
+Time: {m.get("classify_seconds_per_scan_cpu_including_detection", "n/a")} s per test scan for detection (on the
+training device) and classification (on the CPU) together; training {m.get("training_seconds", "n/a")} s
+({m.get("device", "CPU, 2 threads")}, including building the patches ({m.get("data_seconds", "n/a")} s) and
+evaluation). Training curves:
 `weights/{entry.name}-{entry.version}-curves.png`.
 
 ## Reproduce
@@ -323,8 +324,9 @@ patches ({m.get("data_seconds", "n/a")} s) and evaluation). Training curves:
 
 `--patch-cache FILE`, when given, reads the training patches from FILE if it exists (they are the ones the
 command builds, so leaving it out gives the same patches) and writes them there otherwise; the time above then
-leaves out building them. Trained at {entry.trained_at}. Deterministic for a seed on the same CPU and library
-versions (torch {_torch_version()}); other hardware may give slightly different weights and another sha256.
+leaves out building them. Trained at {entry.trained_at}. Deterministic for a seed on the same device and library
+versions (torch {m.get("torch", _torch_version())}); other hardware may give slightly different weights and another
+sha256.
 
 ## Limitations
 

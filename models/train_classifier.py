@@ -950,7 +950,9 @@ def train_classifier(
         "classify_seconds_per_scan_cpu_including_detection": round(classify_seconds, 3),
         "data_seconds": round(data_seconds, 1),
         "training_seconds": round(time.perf_counter() - started, 1),
-        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name(0)
+        if device.startswith("cuda")
+        else f"CPU, {torch.get_num_threads()} threads",
         "torch": torch.__version__,
         "history": history,
     }

@@ -83,3 +83,28 @@ def test_findings_carry_the_classifier_probability_and_none_is_dropped(tmp_path:
     assert [(f.score, f.center_x_mm, f.diameter_mm) for f in with_classifier.findings] == [
         (f.score, f.center_x_mm, f.diameter_mm) for f in without.findings
     ]
+
+
+def test_finding_min_score_stores_the_candidates_under_the_detector_threshold(tmp_path: Path) -> None:
+    base = Settings(data_dir=tmp_path, series_quiet_s=0, decode_processes=1, classifier=None)
+    generate_archive(open_storage(base.resolved_archive_url).put, n_patients=1, seed=11, shape_zyx=(48, 96, 96))
+    threshold = get_entry(base.detector).score_threshold
+    runs = {}
+    for name, floor in (("registered", None), ("low", 0.02)):
+        url = f"sqlite:///{tmp_path / name}.db"
+        upgrade(url)
+        runs[name] = analyse(Settings(**{**base.model_dump(), "database_url": url, "finding_min_score": floor}))
+    registered = sorted(f.score for f in runs["registered"].findings)
+    low = sorted(f.score for f in runs["low"].findings)
+
+    assert all(score >= threshold for score in registered)
+    assert all(score >= 0.02 for score in low)
+    assert [score for score in low if score >= threshold] == registered  # the same candidates above the threshold
+    assert len(low) > len(registered), "no candidate under the threshold: pick another seed"
+
+
+def test_the_finding_min_score_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIGHTSCAN_FINDING_MIN_SCORE", "0.05")
+    assert Settings().finding_min_score == 0.05
+    with pytest.raises(ValueError, match="finding_min_score"):
+        Settings(finding_min_score=1.5)

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     )
     detector: str = Field(default="nodule-detector@0.3.0", description="Detector model, name@version.")
     classifier: str | None = Field(
-        default="nodule-classifier@0.2.0",
+        default="nodule-classifier@0.3.0",
         description="Candidate classifier, name@version, run on the detector's candidates. Empty or 'none': off.",
     )
     spiculation: str | None = Field(
@@ -115,11 +115,12 @@ class Settings(BaseSettings):
         "findings.spiculation). Empty or 'none': the hand-made score of models.measurement.",
     )
     finding_min_score: float | None = Field(
-        default=None,
+        default=0.05,
         ge=0.0,
         le=1.0,
-        description="Detector score (0 to 1) from which a candidate is stored as a finding. None: the detector's "
-        "registered threshold.",
+        description="Detector score (0 to 1) from which a candidate is stored as a finding (classified and "
+        "measured; workers.followup.NODULE_CRITERIA decide which findings are nodules). None: the detector's "
+        "registered threshold (also an empty string or 'none').",
     )
     pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")
     header_bytes: int = Field(default=16384, description="First ranged GET size when reading headers, bytes.")
@@ -153,11 +154,11 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="INFO", description="Logging level.")
 
-    @field_validator("classifier", "spiculation", mode="before")
+    @field_validator("classifier", "spiculation", "finding_min_score", mode="before")
     @classmethod
     def _no_classifier(cls, value: object) -> object:
         """An empty string or "none" (any case) turns the classifier off (the spiculation model: the hand-made
-        score instead)."""
+        score instead; the finding floor: the detector's registered threshold)."""
         if isinstance(value, str) and value.strip().lower() in ("", "none"):
             return None
         return value

@@ -19,7 +19,7 @@ from synth.archive import generate_archive
 from workers.context import WorkerContext
 from workers.pipeline import run_analysis
 
-CLASSIFIER_REF = "nodule-classifier@0.2.0"
+CLASSIFIER_REF = "nodule-classifier@0.3.0"
 
 
 def test_the_classifier_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,7 +104,12 @@ def test_finding_min_score_stores_the_candidates_under_the_detector_threshold(tm
 
 
 def test_the_finding_min_score_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NIGHTSCAN_FINDING_MIN_SCORE", "0.05")
+    monkeypatch.delenv("NIGHTSCAN_FINDING_MIN_SCORE", raising=False)
     assert Settings().finding_min_score == 0.05
+    monkeypatch.setenv("NIGHTSCAN_FINDING_MIN_SCORE", "0.2")
+    assert Settings().finding_min_score == 0.2
+    for registered in ("", "none"):
+        monkeypatch.setenv("NIGHTSCAN_FINDING_MIN_SCORE", registered)
+        assert Settings().finding_min_score is None, registered
     with pytest.raises(ValueError, match="finding_min_score"):
         Settings(finding_min_score=1.5)

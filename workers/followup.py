@@ -46,14 +46,13 @@ ln(p / (1 - p)) >= 8 (for example score 0.999 with probability 0.95, or score 0.
 3 mm or more.
 
 Chosen on the synthetic longitudinal archive of seed 2027 (``nightscan follow-up evaluate``, 150 studies;
-detector 0.3.0, classifier 0.2.0): findings keep every candidate above the detector's threshold (287 of 3 mm
-and more, 158 on true nodules, 129 false positives). This rule keeps 144 of the 158 and 2 of the 129; the
-Lung-RADS agreement is 82.0 %. The best of the sweep there, 83.3 % (log-odds >= 5, probability >= 0.3), keeps 18
-false positives, and fell to 78.7 % on the held-out seed 2028, where this rule gives 81.3 % with 3 false positives
-(bench/results/longitudinal_eval*.json). The previous rule (score >= 0.98, probability >= 0.5, >= 4 mm) gives
-79.3 % and 80.7 % on the same findings, keeping 10 and 6 false positives. The detector scores small nodules
-lower than large ones, and the sum lets a confident classifier keep them. Findings left out still serve as
-candidates seen in retrospect."""
+detector 0.3.0, classifier 0.2.0, findings from the detector's threshold): of 287 findings of 3 mm and more (158
+on true nodules, 129 false positives) it kept 144 and 2; the best of the sweep there, log-odds >= 5 with
+probability >= 0.3, kept 18 false positives and fell from 83.3 % to 78.7 % on the held-out seed 2028. The
+detector scores small nodules lower than large ones, and the sum lets a confident classifier keep them: with
+classifier 0.3.0 and findings from score 0.05 (:attr:`nightscan.settings.Settings.finding_min_score`), the same
+rule gives 88.7 % and 90.7 % (bench/results/longitudinal_eval*.json), 8 and 2 of its nodules scored under the
+detector's threshold. Findings left out still serve as candidates seen in retrospect."""
 
 INCOMPLETE = "0"
 """The Lung-RADS value stored for a study that cannot be assessed (here: it has no study date)."""

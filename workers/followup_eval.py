@@ -807,6 +807,7 @@ def evaluate(
             "spacing_zyx_mm": list(spec.spacing_zyx_mm),
             "model": model,
             "classifier": settings.classifier,
+            "finding_min_score": settings.finding_min_score,
         },
         "targets": TARGETS,
         "step": {"patients": len(pairs), "seconds": round(step_s, 2), "stored_vs_pure_disagreements": disagreements},

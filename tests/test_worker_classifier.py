@@ -17,7 +17,8 @@ from nightscan.storage import open_storage
 from scheduler.scan import scan
 from synth.archive import generate_archive
 from workers.context import WorkerContext
-from workers.pipeline import run_analysis
+from workers.findings import Classification
+from workers.pipeline import VOUCHED_PROBABILITY, run_analysis, vouched
 
 CLASSIFIER_REF = "nodule-classifier@0.3.0"
 
@@ -59,7 +60,7 @@ def analyse(settings: Settings) -> Analysis:
 
 
 def test_findings_carry_the_classifier_probability_and_none_is_dropped(tmp_path: Path) -> None:
-    base = Settings(data_dir=tmp_path, series_quiet_s=0, decode_processes=1)
+    base = Settings(data_dir=tmp_path, series_quiet_s=0, decode_processes=1, finding_min_score=None)
     generate_archive(open_storage(base.resolved_archive_url).put, n_patients=1, seed=11, shape_zyx=(48, 96, 96))
     runs = {}
     for name, classifier in (("with", CLASSIFIER_REF), ("without", None)):
@@ -79,28 +80,44 @@ def test_findings_carry_the_classifier_probability_and_none_is_dropped(tmp_path:
     probabilities = [f.probability for f in with_classifier.findings]
     assert all(0.0 <= p <= 1.0 for p in probabilities) and all(f.nodule_type for f in with_classifier.findings)
     assert with_classifier.study_score == pytest.approx(max(probabilities), abs=1e-4)  # the highest probability
-    # the classifier only adds its verdict: every detector candidate stays a finding, in the same order
+    # from the detector's threshold, the classifier only adds its verdict: every candidate stays a finding, in order
     assert [(f.score, f.center_x_mm, f.diameter_mm) for f in with_classifier.findings] == [
         (f.score, f.center_x_mm, f.diameter_mm) for f in without.findings
     ]
 
 
-def test_finding_min_score_stores_the_candidates_under_the_detector_threshold(tmp_path: Path) -> None:
-    base = Settings(data_dir=tmp_path, series_quiet_s=0, decode_processes=1, classifier=None)
+def test_findings_under_the_detector_threshold_are_those_the_classifier_vouches_for(tmp_path: Path) -> None:
+    base = Settings(data_dir=tmp_path, series_quiet_s=0, decode_processes=1)
     generate_archive(open_storage(base.resolved_archive_url).put, n_patients=1, seed=11, shape_zyx=(48, 96, 96))
     threshold = get_entry(base.detector).score_threshold
     runs = {}
-    for name, floor in (("registered", None), ("low", 0.02)):
-        url = f"sqlite:///{tmp_path / name}.db"
+    for name, classifier, floor in (
+        ("registered", CLASSIFIER_REF, None),
+        ("floor", CLASSIFIER_REF, 0.02),
+        ("no classifier", None, 0.02),
+    ):
+        url = f"sqlite:///{tmp_path / name.replace(' ', '_')}.db"
         upgrade(url)
-        runs[name] = analyse(Settings(**{**base.model_dump(), "database_url": url, "finding_min_score": floor}))
-    registered = sorted(f.score for f in runs["registered"].findings)
-    low = sorted(f.score for f in runs["low"].findings)
+        settings = {**base.model_dump(), "database_url": url, "classifier": classifier, "finding_min_score": floor}
+        runs[name] = [(f.score, f.probability) for f in analyse(Settings(**settings)).findings]
+    registered, floor, no_classifier = (sorted(runs[name]) for name in ("registered", "floor", "no classifier"))
 
-    assert all(score >= threshold for score in registered)
-    assert all(score >= 0.02 for score in low)
-    assert [score for score in low if score >= threshold] == registered  # the same candidates above the threshold
-    assert len(low) > len(registered), "no candidate under the threshold: pick another seed"
+    assert registered and all(score >= threshold for score, _ in registered)
+    assert [f for f in floor if f[0] >= threshold] == registered  # the same candidates above the threshold
+    under = [f for f in floor if f[0] < threshold]
+    assert all(score >= 0.02 and probability >= VOUCHED_PROBABILITY for score, probability in under)
+    assert [score for score, _ in no_classifier] == [score for score, _ in registered]  # nobody to vouch: no floor
+
+
+def test_vouched_keeps_the_candidates_above_the_threshold_and_the_confident_ones_under_it() -> None:
+    from types import SimpleNamespace
+
+    detector = SimpleNamespace(score_threshold=0.5)
+    candidates = [SimpleNamespace(score=s) for s in (0.9, 0.6, 0.3, 0.1, 0.05)]
+    verdicts = [Classification(p, "solid") for p in (0.01, 0.2, 0.5, 0.49, 0.9999)]
+    kept, kept_verdicts = vouched(candidates, verdicts, detector)
+    assert [c.score for c in kept] == [0.9, 0.6, 0.3, 0.05]  # 0.1 at p 0.49 is dropped
+    assert [v.probability for v in kept_verdicts] == [0.01, 0.2, 0.5, 0.9999]
 
 
 def test_the_finding_min_score_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -118,8 +118,9 @@ class Settings(BaseSettings):
         default=0.05,
         ge=0.0,
         le=1.0,
-        description="Detector score (0 to 1) from which a candidate is stored as a finding (classified and "
-        "measured; workers.followup.NODULE_CRITERIA decide which findings are nodules). None: the detector's "
+        description="Detector score (0 to 1) from which candidates are classified; under the detector's "
+        "registered threshold one becomes a finding only when the classifier vouches for it "
+        "(workers.pipeline.VOUCHED_PROBABILITY). Without a classifier, and None: the detector's "
         "registered threshold (also an empty string or 'none').",
     )
     pipeline: str = Field(default="lung-ct", description="Pipeline name recorded on each analysis.")

@@ -8,7 +8,7 @@ would:
 - long axis: the largest diameter (mm) on the axial plane through the nodule's centre; short axis: the
   largest width (mm) perpendicular to it on the same plane; mean diameter = (long + short) / 2, each
   rounded to 0.1 mm (half up, :func:`screening.types.mean_diameter_mm`);
-- volume (mm3) of the 3-D segmentation;
+- volume (mm3) of the nodule, from the partial volume of the input voxels around its 3-D segmentation;
 - type from the HU distribution: solid (soft tissue, about -300 HU and above), ground glass (about -750 to
   -300 HU) or part-solid (a ground-glass nodule with a solid core), and for part-solid nodules the mean
   diameter (mm) of the solid component, measured like the nodule on the same plane;
@@ -38,10 +38,10 @@ Method (all on a patch around the centre, resampled by linear interpolation to a
 6. Boundary at half-way between the lung and the nodule's outer density (solid about -410 HU, ground glass
    and part-solid about -725 HU); axes on the axial plane through the centroid (calipers on the outer edges
    of the boundary pixels), each lengthened by :data:`SLICE_SAMPLING_K` x slice spacing^2 / mean diameter
-   (:func:`_undo_slice_sampling`: slices sample a nodule off its equator); volume by counting the input
-   voxels at nodule density inside the segmentation (unbiased on thick voxels, where the interpolated surface
-   cuts the corners of a convex shape); the solid core half-way between ground glass and solid, measured like
-   the nodule.
+   (:func:`_undo_slice_sampling`: slices sample a nodule off its equator); the outline on the input grid: the
+   input voxels at nodule density inside the segmentation; the volume from the partial volume of the input
+   voxels on and around the outline (:func:`_partial_volume_mm3`: each counts for the share of nodule its
+   density gives); the solid core half-way between ground glass and solid, measured like the nodule.
 
 :func:`evaluate_on_phantoms` measures the synthetic phantoms' nodules against their true measurements
 (``python -m models.measurement --n 20 --seed 2`` prints the figures at the detector's working grid and at
@@ -110,6 +110,7 @@ SPICULE_REACH_SHARE = 1.3  # an appendage reaching further than this many equiva
 SPICULE_MIN_LENGTH_MM = 0.5  # shorter appendages are noise on the rim, not listed
 SPICULE_FULL_MM = 3.2  # a spicule this long (mm beyond the rim) gives a spiculation score of 1
 SLICE_SAMPLING_K = 0.305  # axes + this x slice^2 / diameter (mm): see _undo_slice_sampling
+PARTIAL_VOLUME_FLOOR = -0.5  # a voxel's nodule share in the volume is at least this (noise below the lung level)
 SPICULATED_SCORE = 0.5  # from this score on (a spicule of 1.6 mm), a nodule is spiculated; see _spicules
 
 __all__ = [
@@ -464,10 +465,10 @@ def _measure_in_patch(
             solid_component = min(solid_component, mean_diameter_mm(long_axis, short_axis))
     solid_fraction = float((fine[nodule] >= SOLID_HU).mean())
 
-    # On the input grid: the input voxels at nodule density within the segmentation. Counting them gives an
-    # unbiased volume even on thick voxels, where the interpolated fine mask cuts the corners of a convex shape.
+    # On the input grid: the input voxels at nodule density within the segmentation (the outline); the volume
+    # from the partial volume of the voxels on and around it (a count of whole voxels is coarse on thick slices).
     mask_input = _to_input_mask(patch, _paste(ndimage.binary_dilation(nodule), box, patch)) & (patch.data >= threshold)
-    volume = float(mask_input.sum() * np.prod(spacing))
+    volume = _partial_volume_mm3(patch.data, mask_input, spacing, background, outer_level)
     centre_vox = patch.to_input(centroid + np.array([b.start for b in box]))
     long_r, short_r = round_mm(long_axis), round_mm(short_axis)
     logger.debug(
@@ -491,6 +492,36 @@ def _measure_in_patch(
         spicule_lengths_mm=tuple(round(v, 2) for v in spicules),
         spiculation=round(min(1.0, spicules[0] / SPICULE_FULL_MM), 3) if spicules else 0.0,
     )
+
+
+def _partial_volume_mm3(
+    data: np.ndarray, mask: np.ndarray, spacing: np.ndarray, lung_hu: float, nodule_hu: float
+) -> float:
+    """Volume (mm3) of the nodule outlined by ``mask`` on the input voxels ``data`` (HU, z y x, voxel size
+    ``spacing`` mm), from partial volume: each voxel counts for the share of nodule its density gives,
+    (HU - ``lung_hu``) / (``nodule_hu`` - ``lung_hu``), capped at 1 (a solid core, a vessel inside) and at
+    :data:`PARTIAL_VOLUME_FLOOR` below (noise on lung averages out, a dark outlier cannot cancel the nodule).
+
+    The voxels summed: the outline, a pixel around it on each slice and the slices just beyond each end (a
+    nodule's cap lighter than half-way), less other tissue at nodule density (a vessel, the chest wall) and a
+    pixel around it. Edge voxels give the volume a fraction of a voxel each instead of all or nothing, so a
+    small nodule on thick slices is measured to a few percent where counting whole voxels errs by one or two
+    of them (see :func:`evaluate_on_phantoms`).
+    """
+    in_plane = np.ones((1, 3, 3), dtype=bool)
+    footprint = ndimage.binary_dilation(mask, structure=in_plane)
+    slices = np.flatnonzero(mask.any(axis=(1, 2)))
+    if slices.size == 0:
+        return 0.0
+    first, last = int(slices[0]), int(slices[-1])
+    if first > 0:
+        footprint[first - 1] |= footprint[first]
+    if last + 1 < mask.shape[0]:
+        footprint[last + 1] |= footprint[last]
+    other = (data >= (lung_hu + nodule_hu) / 2) & ~mask
+    footprint &= ~(ndimage.binary_dilation(other, structure=in_plane) & ~mask)
+    share = np.clip((data[footprint] - lung_hu) / (nodule_hu - lung_hu), PARTIAL_VOLUME_FLOOR, 1.0)
+    return max(0.0, float(share.sum() * np.prod(spacing)))
 
 
 def _spicules(nodule: np.ndarray, tissue: np.ndarray, wall: np.ndarray, step: float) -> list[float]:

@@ -155,8 +155,9 @@ class StudyInput:
 @dataclass(frozen=True)
 class NoduleResult:
     """One nodule of one study: its lesion (index), Lung-RADS category and reason, Brock probability (None for
-    benign-pattern nodules), VDT in days against the lesion's previous observation (None: first observation, or
-    no finite VDT), whether the lesion is new at this study, and the key of the previous study's candidate it was
+    benign-pattern nodules), VDT in days over the lesion's history up to this observation (from its first, or its
+    first nodule look when a candidate seen in retrospect came before; None: first observation, or no finite VDT),
+    whether the lesion is new at this study, and the key of the previous study's candidate it was
     matched to in retrospect (None: not looked back)."""
 
     key: int
@@ -191,7 +192,8 @@ class StudyResult:
 class LesionResult:
     """One lesion over the patient's studies: (study index, nodule key) of each observation, whether it is in the
     latest study (``present``) or not (``resolved``), its latest type, size (mm) and Brock probability, and its VDT
-    (days) from its first observation to its latest (None: seen once, or no finite VDT)."""
+    (days) from its first observation to its latest (from its first nodule look when it began as a candidate seen in
+    retrospect and was seen as a nodule twice since; None: seen once, or no finite VDT)."""
 
     index: int
     observations: tuple[tuple[int, int], ...]
@@ -316,10 +318,20 @@ class _Lesion:
     category: LungRads
     brock: float | None = None
     vdt_days: float | None = None
+    retrospective_first: bool = False  # its first observation is a candidate below the criteria, seen in retrospect
 
     @property
     def last(self) -> tuple[int, Observation]:
         return self.observations[-1]
+
+    def growth_start(self) -> tuple[int, Observation]:
+        """The observation its VDT starts from: the first, unless that is a candidate seen in retrospect and a
+        nodule observation follows it before the latest (a candidate below the criteria is measured with less
+        confidence, often small, where a voxel's share moves the volume most; it serves when nothing else
+        does)."""
+        if self.retrospective_first and len(self.observations) > 2:
+            return self.observations[1]
+        return self.observations[0]
 
 
 def follow_patient(studies: Sequence[StudyInput]) -> PatientResult:
@@ -435,6 +447,7 @@ def _assess_study(
             lesion = _Lesion(len(lesions), (centre[0], centre[1], centre[2]), [], assessment.category)
             if n in retro:
                 lesion.observations.append((index - 1, retro[n]))
+                lesion.retrospective_first = True
             lesions.append(lesion)
         else:
             lesion.centre_mm = (
@@ -444,8 +457,8 @@ def _assess_study(
             )
         lesion.observations.append((index, nodule))
         vdt = None
-        if prior is not None:  # over the lesion's whole history: the longest span, the least noise of measurement
-            first_index, first_seen = lesion.observations[0]
+        if prior is not None:  # over the lesion's history: the longest span, the least noise of measurement
+            first_index, first_seen = lesion.growth_start()
             span = max(1, (study.study_date - ordered[first_index].study_date).days)
             vdt = volume_doubling_time_days(_volume(first_seen), _volume(nodule), float(span))
         lesion.category, lesion.brock = assessment.category, brock

@@ -3,6 +3,7 @@ PostgreSQL and SQLite (labels, new and resolved lesions, idempotent re-runs, mod
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -155,6 +156,23 @@ def test_a_nodule_seen_in_retrospect_below_the_criteria_is_not_new() -> None:
     assert result.lesions[1].observations == ((0, 12), (1, 21)) and result.lesions[1].first_seen == DAY0
     without = follow_patient([StudyInput(key=1, study_date=DAY0, nodules=(nodule(10, A, 6.0),)), second])
     assert next(n for n in without.studies[1].nodules if n.key == 21).category is LungRads.CAT3
+
+
+def test_a_lesion_found_in_retrospect_takes_its_vdt_from_its_first_nodule_look_once_it_has_two() -> None:
+    faint = dataclasses.replace(nodule(12, C, 4.0), volume_mm3=15.0)  # a candidate, measured small
+    first = StudyInput(key=1, study_date=DAY0, nodules=(nodule(10, A, 6.0),), candidates=(faint,))
+    second = study(
+        2, DAY1, nodule(20, shifted(A), 6.0), dataclasses.replace(nodule(21, shifted(C), 5.0), volume_mm3=60.0)
+    )
+    third = study(
+        3, DAY2, nodule(30, shifted(A), 6.0), dataclasses.replace(nodule(31, shifted(C), 6.3), volume_mm3=120.0)
+    )
+    result = follow_patient([first, second, third])
+    vdt = {n.key: n.vdt_days for s in result.studies for n in s.nodules}
+    assert vdt[21] == pytest.approx((DAY1 - DAY0).days / 2)  # its only prior is the candidate: 15 -> 60 mm3
+    assert vdt[31] == pytest.approx((DAY2 - DAY1).days)  # 60 -> 120 mm3, not from the candidate (15 -> 120 mm3)
+    assert result.lesions[1].observations == ((0, 12), (1, 21), (2, 31))
+    assert result.lesions[1].vdt_days == pytest.approx((DAY2 - DAY1).days)
 
 
 def test_pooled_spiculation_is_the_mean_log_odds_of_the_looks_read_at_one_half() -> None:

@@ -670,9 +670,10 @@ def _score_vdt(
                     days,
                 ),
                 "fit": _fitted_vdt([(d, _volume(o)) for d, o in series]),
+                "weighted_fit": _fitted_vdt([(d, _volume(o)) for d, o in series], weighted=True),
             }
         )
-    estimators = ("lesion", "last_two_volume", "first_last_volume", "first_last_sphere", "fit")
+    estimators = ("lesion", "last_two_volume", "first_last_volume", "first_last_sphere", "fit", "weighted_fit")
     within = {
         name: sum(
             row[name] is not None and abs(row[name] - row["true_vdt_days"]) <= VDT_TOLERANCE * row["true_vdt_days"]
@@ -703,15 +704,18 @@ def _vdt(v1: float, v2: float, days: int) -> float | None:
     return volume_doubling_time_days(v1, v2, float(days)) if days > 0 else None
 
 
-def _fitted_vdt(points: list[tuple[dt.date, float]]) -> float | None:
-    """VDT (days) from the least-squares slope of ln(volume) against days; None when it does not grow."""
+def _fitted_vdt(points: list[tuple[dt.date, float]], *, weighted: bool = False) -> float | None:
+    """VDT (days) from the least-squares slope of ln(volume) against days; None when it does not grow. With
+    ``weighted``, each point weighs volume^(2/3) (mm2): the relative error of a volume falls as the nodule grows
+    (its edge, where the error is, is a smaller share of it)."""
     if len(points) < 2:
         return None
     t = np.array([(d - points[0][0]).days for d, _ in points], dtype=float)
     v = np.log([volume for _, volume in points])
     if np.ptp(t) == 0:
         return None
-    slope = float(np.polyfit(t, v, 1)[0])
+    weights = np.exp(v / 3) if weighted else None  # polyfit squares them: volume^(2/3)
+    slope = float(np.polyfit(t, v, 1, w=weights)[0])
     return math.log(2.0) / slope if slope > 0 else None
 
 

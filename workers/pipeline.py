@@ -196,7 +196,7 @@ def _classify(classifier: CandidateClassifier, volume: Volume, candidates: Seque
 VOUCHED_PROBABILITY = 0.5
 """Under the detector's registered threshold (down to ``Settings.finding_min_score``), a candidate becomes a finding
 only when the classifier gives it at least this nodule probability (0 to 1). The others could never count as
-nodules (``workers.followup.NODULE_CRITERIA`` needs log-odds 8 from both models together), and storing them would
+nodules (``workers.followup.NODULE_CRITERIA`` needs log-odds 7 from both models together), and storing them would
 mean measuring about four times as many candidates (on the evaluation archives, 14 a study from score 0.05 against
 3.5 kept)."""
 

@@ -39,7 +39,7 @@ from scheduler.scan import scan
 from synth.archive import generate_archive
 from workers.context import WorkerContext
 from workers.findings import describe_candidates
-from workers.pipeline import _classify
+from workers.pipeline import detect_and_classify
 from workers.series import load_series
 from workers.volume import IrregularSeries, Volume
 
@@ -58,7 +58,8 @@ def _triple(text_value: str, kind: type) -> tuple:
 
 def model_only(settings: Settings, analyses: list[tuple[int, list[str]]]) -> dict[str, float]:
     """Seconds per stage of the models alone, summed over the studies already decoded in memory (after one
-    warm-up study): preprocess, inference (the detector's network), classify, measure (segmentation)."""
+    warm-up study): preprocess, inference (the detector's network), classify, measure (segmentation), spiculation
+    (the spiculation model on the measured nodules)."""
     ctx = WorkerContext(settings)
     storage = ctx.storage(settings.archive_url)
     volumes = []
@@ -76,21 +77,26 @@ def model_only(settings: Settings, analyses: list[tuple[int, list[str]]]) -> dic
     ctx.decode_pool.close()
     detector = ctx.detector(settings.detector)
     classifier = ctx.classifier(settings.classifier) if settings.classifier else None
+    spiculation = ctx.spiculation(settings.spiculation) if settings.spiculation else None
 
     def models(volume: Volume) -> dict[str, float]:
-        """Seconds per stage of the models on one volume, as the worker runs them."""
+        """Seconds per stage of the models on one volume, as the worker runs them (workers.pipeline)."""
         stages: dict[str, float] = {}
-        candidates = detector.detect(volume.hu, volume.spacing_zyx_mm, batch_size=ctx.batch_slices, stages_s=stages)
+        candidates, classifications, _ = detect_and_classify(
+            volume,
+            detector,
+            classifier,
+            batch_slices=ctx.batch_slices,
+            finding_min_score=settings.finding_min_score,
+            timings=stages,
+        )
         start = time.perf_counter()
-        classifications = _classify(classifier, volume, candidates)[0] if classifier is not None else None
-        stages["classify"] = time.perf_counter() - start
-        start = time.perf_counter()
-        describe_candidates(volume, candidates, classifications)
-        stages["measure"] = time.perf_counter() - start
-        return {"preprocess": stages["preprocess"], "inference": stages["network"], **stages}
+        describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=stages)
+        stages["measure"] = time.perf_counter() - start - stages.get("spiculation", 0.0)
+        return stages
 
     models(volumes[0])  # warm-up
-    totals = dict.fromkeys(("preprocess", "inference", "classify", "measure"), 0.0)
+    totals = dict.fromkeys(("preprocess", "inference", "classify", "measure", "spiculation"), 0.0)
     with progress_bar("models only", len(volumes), "studies") as advance:
         for volume in volumes:
             for stage, seconds in models(volume).items():

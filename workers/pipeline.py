@@ -136,23 +136,16 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     detector = ctx.detector(job.model)
     classifier = ctx.classifier(ctx.settings.classifier) if ctx.settings.classifier else None
     spiculation = ctx.spiculation(ctx.settings.spiculation) if ctx.settings.spiculation else None
-    classifications, study_score = None, None
     with ctx.device_turn.take() as waited:  # meanwhile the other processes of this device fetch and decode
         timings["device_wait"] = waited
-        stages: dict[str, float] = {}
-        candidates = detector.detect(
-            volume.hu,
-            volume.spacing_zyx_mm,
-            batch_size=ctx.batch_slices,
-            score_threshold=ctx.settings.finding_min_score if classifier is not None else None,
-            stages_s=stages,
+        candidates, classifications, study_score = detect_and_classify(
+            volume,
+            detector,
+            classifier,
+            batch_slices=ctx.batch_slices,
+            finding_min_score=ctx.settings.finding_min_score,
+            timings=timings,
         )
-        timings["preprocess"], timings["inference"] = stages["preprocess"], stages["network"]
-        if classifier is not None:
-            start = time.perf_counter()
-            candidates, classifications = vouched(candidates, _classify(classifier, volume, candidates), detector)
-            study_score = max((c.probability for c in classifications), default=0.0)
-            timings["classify"] = time.perf_counter() - start
     start = time.perf_counter()
     findings = describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=timings)
     timings["measure"] = time.perf_counter() - start - timings.get("spiculation", 0.0)
@@ -185,6 +178,36 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
         {k: round(v, 3) for k, v in timings.items()},
     )
     return "done" if written else "duplicate"
+
+
+def detect_and_classify(
+    volume: Volume,
+    detector: NoduleDetector,
+    classifier: CandidateClassifier | None,
+    *,
+    batch_slices: int,
+    finding_min_score: float | None,
+    timings: dict[str, float],
+) -> tuple[list[Candidate], list[Classification] | None, float | None]:
+    """The models' part of an analysis, as the worker runs it on its device: the detector's candidates (from
+    ``finding_min_score`` on when a classifier runs, else from the detector's threshold), the classifier's verdicts
+    on them and the candidates it vouches for (:func:`vouched`), and the study score (the highest nodule probability
+    kept; None without a classifier). The seconds taken go into ``timings`` (preprocess, inference, classify)."""
+    stages: dict[str, float] = {}
+    candidates = detector.detect(
+        volume.hu,
+        volume.spacing_zyx_mm,
+        batch_size=batch_slices,
+        score_threshold=finding_min_score if classifier is not None else None,
+        stages_s=stages,
+    )
+    timings["preprocess"], timings["inference"] = stages["preprocess"], stages["network"]
+    if classifier is None:
+        return list(candidates), None, None
+    start = time.perf_counter()
+    kept, classifications = vouched(candidates, _classify(classifier, volume, candidates), detector)
+    timings["classify"] = time.perf_counter() - start
+    return kept, classifications, max((c.probability for c in classifications), default=0.0)
 
 
 def _classify(classifier: CandidateClassifier, volume: Volume, candidates: Sequence[Candidate]) -> list[Classification]:

@@ -60,7 +60,8 @@ class FindingRow:
 @dataclass(frozen=True, slots=True)
 class StudyRow:
     """One done analysis of the patient for the model: its study's date, the patient's age (years) then, the scan
-    range along the table (z low and high, mm; None when the instances do not give it) and its findings."""
+    range along the table (z low and high, mm; None when the instances do not give it), its findings, and the
+    centroid of the lungs (x, y, z, mm; None when the analysis did not record it, :mod:`workers.lungs`)."""
 
     analysis_id: int
     study_id: int
@@ -68,6 +69,7 @@ class StudyRow:
     age_years: float | None
     scan_range_z_mm: tuple[float, float] | None
     findings: tuple[FindingRow, ...]
+    lung_centroid_mm: tuple[float, float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +151,14 @@ def load_patient(session: Session, patient_id: int, model: str) -> PatientRows:
     if patient is None:
         raise LookupError(f"patient {patient_id} does not exist")
     analyses = session.execute(
-        select(Analysis.id, Analysis.study_id, Analysis.series_id, Study.study_date, Study.patient_age_years)
+        select(
+            Analysis.id,
+            Analysis.study_id,
+            Analysis.series_id,
+            Analysis.volume,
+            Study.study_date,
+            Study.patient_age_years,
+        )
         .join(Study, Study.id == Analysis.study_id)
         .where(Study.patient_id == patient_id, Analysis.model == model, Analysis.status == AnalysisStatus.DONE)
         .order_by(Study.study_date.is_(None), Study.study_date, Analysis.id)
@@ -185,10 +194,19 @@ def load_patient(session: Session, patient_id: int, model: str) -> PatientRows:
             age_years=row.patient_age_years,
             scan_range_z_mm=ranges.get(row.series_id),
             findings=tuple(findings.get(row.id, ())),
+            lung_centroid_mm=lung_centroid(row.volume),
         )
         for row in analyses
     )
     return PatientRows(patient_id=patient_id, sex=patient.sex, studies=studies)
+
+
+def lung_centroid(volume: object) -> tuple[float, float, float] | None:
+    """The lung centroid (x, y, z, mm) an analysis recorded in its ``volume`` JSON; None when it has none."""
+    value = volume.get("lung_centroid_mm") if isinstance(volume, dict) else None
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        return None
+    return float(value[0]), float(value[1]), float(value[2])
 
 
 def scan_ranges_z_mm(session: Session, series_ids: set[int]) -> dict[int, tuple[float, float]]:

@@ -8,10 +8,14 @@ Tracking, study by study in date order (:func:`follow_patient`):
 
 - the first study's frame is the reference frame; every lesion keeps its last seen centre in that frame;
 - each later study is aligned with the lesions seen so far (:func:`screening.alignment.align_studies`,
-  starting from the difference of the scans' centres along the table), and its nodules are matched to them
+  starting from the difference of the lungs' centroids, :mod:`workers.lungs`, else of the scans' centres along
+  the table), and its nodules are matched to them
   (Hungarian assignment within the size-scaled gate, :func:`screening.matching.match_nodules`);
 - a matched nodule continues its lesion: a lesion missed in one study and seen again later keeps its
   identity, and its prior is its last observation; a lesion not seen in the latest study is ``resolved``;
+- a known lesion that no nodule of the study matched is looked for among the study's candidates below the
+  criteria, matched the same way: found there, that candidate is the lesion seen again and counts as a nodule
+  (a reader looks where the prior CT showed a nodule; see :func:`_at_known_lesions`);
 - an unmatched nodule is looked for in retrospect among the previous study's candidates that did not count
   as nodules (below the criteria, :class:`NoduleCriteria`), as a reader looks back at the prior CT: found
   there, it is not new, that candidate is its prior (with no prior category) and joins its lesion; otherwise
@@ -141,7 +145,8 @@ class Observation:
 class StudyInput:
     """One study of the patient: ``key`` names it to the caller (an analysis ID), its date, its nodules, the
     patient's age (years) and sex then, the scan range along the table (z, mm, low and high; None unknown), and
-    the ``candidates`` that did not count as nodules (looked at in retrospect by the next study)."""
+    the ``candidates`` that did not count as nodules (looked at in retrospect by the next study), and the centroid of
+    the lungs (x, y, z, mm; None unknown), where alignment starts."""
 
     key: int
     study_date: dt.date
@@ -150,6 +155,7 @@ class StudyInput:
     female: bool | None = None
     scan_range_z_mm: tuple[float, float] | None = None
     candidates: tuple[Observation, ...] = ()
+    lung_centroid_mm: Vector | None = None
 
 
 @dataclass(frozen=True)
@@ -157,8 +163,9 @@ class NoduleResult:
     """One nodule of one study: its lesion (index), Lung-RADS category and reason, Brock probability (None for
     benign-pattern nodules), VDT in days over the lesion's history up to this observation (from its first, or its
     first nodule look when a candidate seen in retrospect came before; None: first observation, or no finite VDT),
-    whether the lesion is new at this study, and the key of the previous study's candidate it was
-    matched to in retrospect (None: not looked back)."""
+    whether the lesion is new at this study, the key of the previous study's candidate it was
+    matched to in retrospect (None: not looked back), and whether it is a candidate below the nodule criteria
+    kept because it lies at the place of a known lesion (``at_known_lesion``)."""
 
     key: int
     lesion: int
@@ -168,6 +175,7 @@ class NoduleResult:
     vdt_days: float | None
     new: bool
     retrospective: int | None = None
+    at_known_lesion: bool = False
 
 
 @dataclass(frozen=True)
@@ -358,16 +366,27 @@ def _assess_study(
     nodules = study.nodules
     first = ordered[0]
     initial = (0.0, 0.0, 0.0)
-    if index and study.scan_range_z_mm is not None and first.scan_range_z_mm is not None:
+    if index and study.lung_centroid_mm is not None and first.lung_centroid_mm is not None:
+        initial = (
+            study.lung_centroid_mm[0] - first.lung_centroid_mm[0],
+            study.lung_centroid_mm[1] - first.lung_centroid_mm[1],
+            study.lung_centroid_mm[2] - first.lung_centroid_mm[2],
+        )
+    elif index and study.scan_range_z_mm is not None and first.scan_range_z_mm is not None:
         initial = (0.0, 0.0, sum(study.scan_range_z_mm) / 2 - sum(first.scan_range_z_mm) / 2)
+        assumptions["alignment_start"] = "lung centroid unknown: the scan range's shift along the table"
     elif index:
-        assumptions["alignment_start"] = "scan range unknown: no shift along the table assumed"
+        assumptions["alignment_start"] = "lung centroid and scan range unknown: no shift assumed"
     known = [LocatedNodule(lesion.centre_mm, lesion.last[1].measurement.mean_diameter_mm) for lesion in lesions]
     current = [LocatedNodule(nodule.centre_mm, nodule.measurement.mean_diameter_mm) for nodule in nodules]
     alignment = align_studies(current, known, initial_mm=initial)
     translation = alignment.translation_mm
     matched = {pair.current_index: lesions[pair.prior_index] for pair in alignment.match.pairs}
-    retro = _look_back(index, nodules, matched, ordered, translation, previous_mm)
+    carried = _at_known_lesions(study, matched, lesions, translation) if index else []
+    for candidate, lesion in carried:
+        matched[len(nodules)] = lesion
+        nodules = (*nodules, candidate)
+    retro = _look_back(index, nodules, matched, ordered, translation, previous_mm, lesions)
     nodules = tuple(_with_pooled_spiculation(nodule, matched.get(n), retro.get(n)) for n, nodule in enumerate(nodules))
 
     histories: list[NoduleHistory] = []
@@ -466,6 +485,8 @@ def _assess_study(
         reason = assessment.reason
         if n in retro:
             reason += " (its prior: a candidate of the previous study below the nodule criteria, seen in retrospect)"
+        if n >= len(study.nodules):
+            reason += " (a candidate below the nodule criteria at the place of a known lesion)"
         results.append(
             NoduleResult(
                 key=nodule.key,
@@ -476,12 +497,17 @@ def _assess_study(
                 vdt_days=vdt,
                 new=index > 0 and prior is None,
                 retrospective=retro[n].key if n in retro else None,
+                at_known_lesion=n >= len(study.nodules),
             )
         )
     if defaulted:
         assumptions["brock_defaulted"] = sorted(defaulted)
     if retro:
         assumptions["retrospective"] = f"{len(retro)} nodule(s) found in retrospect on the previous study"
+    if carried:
+        assumptions["at_known_lesions"] = (
+            f"{len(carried)} candidate(s) below the nodule criteria kept at the place of a known lesion"
+        )
     exam = exam_category(histories)
     reason = exam.reason
     if nodules and index:
@@ -529,6 +555,27 @@ def _with_pooled_spiculation(nodule: Observation, lesion: _Lesion | None, retro:
     return dataclasses.replace(nodule, measurement=dataclasses.replace(nodule.measurement, spiculated=spiculated))
 
 
+def _at_known_lesions(
+    study: StudyInput, matched: dict[int, _Lesion], lesions: Sequence[_Lesion], translation_mm: Vector
+) -> list[tuple[Observation, _Lesion]]:
+    """Candidates of ``study`` (findings below the nodule criteria) at the place of a known lesion that none of its
+    nodules matched, each with that lesion: a reader who knows where the prior CT showed a nodule looks there, and
+    a finding at that place is the nodule seen again, not a new suspicion that must stand on its own evidence.
+    Matched as nodules are (:func:`screening.matching.match_nodules`, the size-scaled gate around the lesion's last
+    centre); ``translation_mm`` brings the reference frame to this study's."""
+    taken = {id(lesion) for lesion in matched.values()}
+    unmatched = [lesion for lesion in lesions if id(lesion) not in taken]
+    if not unmatched or not study.candidates:
+        return []
+    match = match_nodules(
+        [LocatedNodule(c.centre_mm, c.measurement.mean_diameter_mm) for c in study.candidates],
+        [LocatedNodule(lesion.centre_mm, lesion.last[1].measurement.mean_diameter_mm) for lesion in unmatched],
+        translation_mm=translation_mm,
+    )
+    pairs = sorted(match.pairs, key=lambda pair: pair.current_index)
+    return [(study.candidates[pair.current_index], unmatched[pair.prior_index]) for pair in pairs]
+
+
 def _look_back(
     index: int,
     nodules: Sequence[Observation],
@@ -536,14 +583,17 @@ def _look_back(
     ordered: Sequence[StudyInput],
     translation_mm: Vector,
     previous_mm: Vector,
+    lesions: Sequence[_Lesion],
 ) -> dict[int, Observation]:
-    """Nodules of study ``index`` that match no lesion but a candidate of the previous study: nodule index ->
-    that candidate. ``translation_mm`` and ``previous_mm`` bring the reference frame to this and the previous
-    study's frames, so their difference brings the previous study's centres into this one's."""
+    """Nodules of study ``index`` that match no lesion but a candidate of the previous study (one not already
+    kept at a known lesion): nodule index -> that candidate. ``translation_mm`` and ``previous_mm`` bring the
+    reference frame to this and the previous study's frames, so their difference brings the previous study's
+    centres into this one's."""
     if index == 0:
         return {}
     unmatched = [n for n in range(len(nodules)) if n not in matched]
-    candidates = ordered[index - 1].candidates
+    observed = {observation.key for lesion in lesions for _, observation in lesion.observations}
+    candidates = [c for c in ordered[index - 1].candidates if c.key not in observed]
     if not unmatched or not candidates:
         return {}
     shift = (

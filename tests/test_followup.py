@@ -175,6 +175,35 @@ def test_a_lesion_found_in_retrospect_takes_its_vdt_from_its_first_nodule_look_o
     assert result.lesions[1].vdt_days == pytest.approx((DAY2 - DAY1).days)
 
 
+def test_a_candidate_below_the_criteria_at_a_known_lesion_is_that_lesion_seen_again() -> None:
+    first = study(1, DAY0, nodule(10, A, 9.0), nodule(11, B, 5.0))
+    faint = nodule(21, shifted(A, MOVED), 9.2)  # the same nodule, scored under the criteria this time
+    elsewhere = nodule(22, shifted(C, MOVED), 4.0)  # a candidate where no lesion was
+    second = StudyInput(
+        key=2, study_date=DAY1, nodules=(nodule(20, shifted(B, MOVED), 5.0),), candidates=(faint, elsewhere)
+    )
+    result = follow_patient([first, second])
+    follow_up = result.studies[1]
+    kept = {n.key: n for n in follow_up.nodules}
+    assert sorted(kept) == [20, 21]  # the far candidate stays a candidate
+    assert kept[21].at_known_lesion and not kept[21].new and "known lesion" in kept[21].reason
+    assert kept[21].category is LungRads.CAT3  # 9 -> 9.2 mm at 6 months: not growing, 4A steps down to 3
+    assert follow_up.category is LungRads.CAT3 and "at_known_lesions" in follow_up.assumptions
+    assert [lesion.observations for lesion in result.lesions] == [((0, 10), (1, 21)), ((0, 11), (1, 20))]
+    assert [lesion.status for lesion in result.lesions] == ["present", "present"]
+    unguided = follow_patient([first, dataclasses.replace(second, candidates=())])
+    assert unguided.studies[1].category is LungRads.CAT2 and unguided.lesions[0].status == "resolved"
+
+
+def test_a_candidate_kept_at_a_known_lesion_is_not_looked_back_at_again() -> None:
+    first = study(1, DAY0, nodule(10, A, 7.0))
+    second = StudyInput(key=2, study_date=DAY1, nodules=(), candidates=(nodule(20, A, 7.0),))
+    third = study(3, DAY2, nodule(30, A, 7.1))
+    result = follow_patient([first, second, third])
+    assert [lesion.observations for lesion in result.lesions] == [((0, 10), (1, 20), (2, 30))]
+    assert result.studies[2].nodules[0].retrospective is None and not result.studies[2].nodules[0].new
+
+
 def test_pooled_spiculation_is_the_mean_log_odds_of_the_looks_read_at_one_half() -> None:
     assert pooled_spiculated([0.5]) and not pooled_spiculated([0.49])
     assert pooled_spiculated([0.99, 0.99, 0.16])  # two clear looks and a blurred one
@@ -277,8 +306,10 @@ class Archive:
         *,
         models: Sequence[str] = (MODEL,),
         table_z_mm: float = 0.0,
+        lungs_mm: tuple[float, float, float] | None = None,
     ) -> dict[str, int]:
-        """A study with one series (slices 0..247.5 mm, moved by ``table_z_mm``) and a done analysis per model."""
+        """A study with one series (slices 0..247.5 mm, moved by ``table_z_mm``) and a done analysis per model,
+        which recorded the lungs' centroid ``lungs_mm`` (None: not recorded)."""
         n = self._next()
         with transaction(self.factory) as session:
             study = add_study_row(session, session.get_one(Patient, patient_id), date, uid=f"1.2.{n}", age_years=64.0)
@@ -288,6 +319,8 @@ class Archive:
             ids = {}
             for model in models:
                 analysis = add_analysis(session, study, series, model)
+                if lungs_mm is not None:
+                    analysis.volume = {"lung_centroid_mm": list(lungs_mm)}
                 for spot in spots:
                     add_finding(
                         session,
@@ -375,6 +408,29 @@ def test_the_step_tracks_a_shifted_patient_and_writes_its_rows(factory: sessionm
     assert (status.latest_analysis_id, status.lungrads, status.n_lesions) == (second[MODEL], "4B", 3)
     assert status.vdt_min_days == pytest.approx(lesions[1].vdt_days)
     assert status.follow_up_due == DAY1
+
+
+def test_the_lungs_align_a_study_whose_only_finding_is_a_known_lesion_below_the_criteria(
+    factory: sessionmaker[Session],
+) -> None:
+    archive = Archive(factory)
+    patient = archive.patient()
+    lungs = (0.0, -20.0, 120.0)
+    first = archive.study(patient, DAY0, [Spot(A, 9.0)], lungs_mm=lungs)
+    faint = Spot(shifted(A), 9.1, probability=0.3, score=0.7)  # under the criteria; the patient moved past the gate
+    second = archive.study(patient, DAY1, [faint], lungs_mm=shifted(lungs))
+    report = update_patient(factory, patient, MODEL)
+    assert report.lungrads == "3" and report.present == 1  # 9 mm stable at 6 months: 4A steps down to 3
+    assert labelled(factory, first[MODEL]) == {0: 1} and labelled(factory, second[MODEL]) == {0: 1}
+    with factory() as session:
+        assessment = session.scalars(select(Assessment).where(Assessment.analysis_id == second[MODEL])).one()
+    assert assessment.assumptions["alignment"]["translation_mm"] == pytest.approx(list(SHIFT), abs=0.01)
+    assert "at_known_lesions" in assessment.assumptions and "alignment_start" not in assessment.assumptions
+
+    unaligned = archive.patient()
+    archive.study(unaligned, DAY0, [Spot(A, 9.0)])
+    archive.study(unaligned, DAY1, [faint])
+    assert update_patient(factory, unaligned, MODEL).lungrads == "1"  # no landmark: the lesion is not found again
 
 
 def test_running_the_step_again_changes_nothing(factory: sessionmaker[Session]) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlalchemy import select
+
+from db.engine import transaction
+from db.models import Analysis
 from nightscan.cli_followup import print_report
+from nightscan.runtime import session_factory
 from nightscan.settings import Settings
 from workers.followup import NODULE_CRITERIA
-from workers.followup_eval import EvaluationArchive, evaluate
+from workers.followup_eval import EvaluationArchive, evaluate, record_missing_lung_centroids
 
 
 def test_a_tiny_archive_is_analysed_followed_and_scored(tmp_path: Path) -> None:
@@ -32,3 +37,14 @@ def test_a_tiny_archive_is_analysed_followed_and_scored(tmp_path: Path) -> None:
     again = evaluate(spec, Settings(data_dir=tmp_path), sweep=())  # cached: only the step and the scoring run
     assert again["result"]["per_study"] == result["per_study"]
     print_report(report)
+
+    settings = spec.settings(Settings(data_dir=tmp_path))
+    factory = session_factory(settings)
+    with transaction(factory) as session:  # every analysis recorded the lungs; forget one, as an older worker did
+        analyses = list(session.scalars(select(Analysis).order_by(Analysis.id)))
+        recorded = [analysis.volume["lung_centroid_mm"] for analysis in analyses]
+        analyses[0].volume = {k: v for k, v in analyses[0].volume.items() if k != "lung_centroid_mm"}
+    assert all(centroid is not None and len(centroid) == 3 for centroid in recorded)
+    assert record_missing_lung_centroids(settings) == 1 and record_missing_lung_centroids(settings) == 0
+    with factory() as session:
+        assert session.get(Analysis, analyses[0].id).volume["lung_centroid_mm"] == recorded[0]

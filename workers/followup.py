@@ -164,6 +164,7 @@ def study_input(study: StudyRow, rows: PatientRows, criteria: NoduleCriteria) ->
         age_years=study.age_years,
         female={"F": True, "M": False}.get(sex),
         scan_range_z_mm=study.scan_range_z_mm,
+        lung_centroid_mm=study.lung_centroid_mm,
         candidates=tuple(sorted(candidates, key=lambda n: n.key)),
     )
 

@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import select
@@ -66,6 +67,10 @@ from screening.types import LungRads
 from synth.archive import GroundTruth, StudyTruth, generate_archive, read_ground_truth, write_ground_truth
 from workers.followup import NODULE_CRITERIA, study_input, update_patient
 from workers.followup_ceiling import ceiling
+
+if TYPE_CHECKING:
+    from workers.context import WorkerContext
+    from workers.volume import Volume
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +143,7 @@ def prepare(spec: EvaluationArchive, base: Settings, *, synth_workers: int = 1) 
         log.info("wrote %d studies in %.0f s to %s", len(truth.studies), time.perf_counter() - start, spec.archive_dir)
     analyse_all(settings)
     measure_missing_spiculation(settings)
+    record_missing_lung_centroids(settings)
     return truth, settings
 
 
@@ -187,8 +193,6 @@ def measure_missing_spiculation(settings: Settings) -> int:
     from models.measurement import measure_nodule
     from models.spiculation import large_nodule_spiculation
     from workers.context import WorkerContext
-    from workers.series import load_series
-    from workers.volume import IrregularSeries
 
     factory = session_factory(settings)
     with factory() as session:
@@ -204,16 +208,7 @@ def measure_missing_spiculation(settings: Settings) -> int:
             .order_by(Finding.id)
         ):
             todo[finding.analysis_id].append(finding)
-        objects = {
-            analysis_id: session.execute(
-                select(ArchiveObject.source, ArchiveObject.key)
-                .join(Instance, Instance.object_id == ArchiveObject.id)
-                .join(Analysis, Analysis.series_id == Instance.series_id)
-                .where(Analysis.id == analysis_id, ArchiveObject.status == ObjectStatus.INDEXED)
-                .order_by(ArchiveObject.key)
-            ).all()
-            for analysis_id in todo
-        }
+        objects = {analysis_id: _objects(session, analysis_id) for analysis_id in todo}
     if not todo:
         return 0
     log.info("measuring spiculation of %d findings in %d analyses", sum(map(len, todo.values())), len(todo))
@@ -223,17 +218,7 @@ def measure_missing_spiculation(settings: Settings) -> int:
     updated = 0
     differences: list[float] = []
     for n, (analysis_id, findings) in enumerate(sorted(todo.items()), 1):
-        rows = objects[analysis_id]
-        if not rows:
-            raise LookupError(f"analysis {analysis_id} has findings but no indexed instances")
-        storage = ctx.storage(rows[0].source)
-        volume, _ = load_series(
-            [row.key for row in rows],
-            storage.get,
-            fetch_threads=ctx.settings.fetch_threads,
-            pool=ctx.decode_pool,
-            policy=IrregularSeries(ctx.settings.irregular_series),
-        )
+        volume = _load_volume(ctx, analysis_id, objects[analysis_id])
         scores: dict[int, float] = {}
         for finding in findings:
             centre = volume.to_voxel((finding.center_x_mm, finding.center_y_mm, finding.center_z_mm))
@@ -275,6 +260,68 @@ def measure_missing_spiculation(settings: Settings) -> int:
             float(np.percentile(differences, 90)),
         )
     return updated
+
+
+def record_missing_lung_centroids(settings: Settings) -> int:
+    """Add ``lung_centroid_mm`` to the ``volume`` of done analyses that lack it (a database of an older nightscan),
+    from the study's volume as the worker computes it (:func:`workers.lungs.lung_centroid_mm`). Returns the
+    analyses updated."""
+    from workers.context import WorkerContext
+    from workers.lungs import lung_centroid_mm
+
+    factory = session_factory(settings)
+    with factory() as session:
+        todo = [
+            analysis_id
+            for analysis_id, volume in session.execute(
+                select(Analysis.id, Analysis.volume).where(Analysis.status == AnalysisStatus.DONE).order_by(Analysis.id)
+            )
+            if not (isinstance(volume, dict) and "lung_centroid_mm" in volume)
+        ]
+        objects = {analysis_id: _objects(session, analysis_id) for analysis_id in todo}
+    if not todo:
+        return 0
+    log.info("recording the lung centroid of %d analyses", len(todo))
+    ctx = WorkerContext(settings)
+    for analysis_id in todo:
+        centroid = lung_centroid_mm(_load_volume(ctx, analysis_id, objects[analysis_id]))
+        with transaction(factory) as session:
+            row = session.get(Analysis, analysis_id)
+            if row is not None:
+                row.volume = {**(row.volume or {}), "lung_centroid_mm": None if centroid is None else list(centroid)}
+    return len(todo)
+
+
+def _objects(session: Session, analysis_id: int) -> list[tuple[str, str]]:
+    """(source, key) of the indexed objects of an analysis's series, in key order."""
+    return [
+        (row.source, row.key)
+        for row in session.execute(
+            select(ArchiveObject.source, ArchiveObject.key)
+            .join(Instance, Instance.object_id == ArchiveObject.id)
+            .join(Analysis, Analysis.series_id == Instance.series_id)
+            .where(Analysis.id == analysis_id, ArchiveObject.status == ObjectStatus.INDEXED)
+            .order_by(ArchiveObject.key)
+        )
+    ]
+
+
+def _load_volume(ctx: WorkerContext, analysis_id: int, objects: Sequence[tuple[str, str]]) -> Volume:
+    """The volume of an analysis's series, fetched and decoded as the worker does."""
+    from workers.series import load_series
+    from workers.volume import IrregularSeries
+
+    if not objects:
+        raise LookupError(f"analysis {analysis_id} has no indexed instances")
+    storage = ctx.storage(objects[0][0])
+    volume, _ = load_series(
+        [key for _, key in objects],
+        storage.get,
+        fetch_threads=ctx.settings.fetch_threads,
+        pool=ctx.decode_pool,
+        policy=IrregularSeries(ctx.settings.irregular_series),
+    )
+    return volume
 
 
 HIT_RADIUS_FLOOR_MM = 2.5

@@ -16,6 +16,7 @@ from nightscan.storage import StorageError
 from workers.context import WorkerContext
 from workers.decode import DecodeError
 from workers.findings import Classification, describe_candidates
+from workers.lungs import lung_centroid_mm
 from workers.series import load_series
 from workers.volume import IrregularSeries, Volume, VolumeError
 
@@ -149,6 +150,9 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
     start = time.perf_counter()
     findings = describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=timings)
     timings["measure"] = time.perf_counter() - start - timings.get("spiculation", 0.0)
+    start = time.perf_counter()
+    lungs = lung_centroid_mm(volume)
+    timings["lungs"] = time.perf_counter() - start
     with transaction(ctx.factory) as session:
         written = write_findings(
             session,
@@ -162,6 +166,7 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
                 "spacing_mm": [round(v, 4) for v in volume.spacing_zyx_mm],
                 "corrections": list(volume.corrections),
                 "padded_pixels": stats.padded_pixels,
+                "lung_centroid_mm": None if lungs is None else list(lungs),
             },
             classifier=f"{classifier.name}@{classifier.version}" if classifier is not None else None,
             classifier_sha256=classifier.sha256 if classifier is not None else None,

@@ -52,7 +52,7 @@ which log-odds 4 to 7 all give, with the fewest false positives kept (3; log-odd
 it gives 135 (log-odds 8: 136); on seed 2029, drawn after the choice, see bench/results/longitudinal_eval*.json.
 Log-odds 8 was the choice of the same sweep with classifier 0.2.0 and findings from the detector's threshold. The
 detector scores small nodules lower than large ones, and the sum lets a confident classifier keep them. Findings
-left out still serve as candidates seen in retrospect."""
+left out still serve as candidates: seen in retrospect by the next study, or as a known lesion seen again."""
 
 INCOMPLETE = "0"
 """The Lung-RADS value stored for a study that cannot be assessed (here: it has no study date)."""
@@ -97,7 +97,7 @@ def update_patient(
         patient_id=patient_id,
         model=model,
         studies=len(rows.studies),
-        nodules=sum(len(study.nodules) for study in inputs),
+        nodules=sum(len(study.nodules) for study in result.studies),
         lesions=len(result.lesions),
         present=len(result.present),
         lungrads=status.lungrads if status is not None else None,

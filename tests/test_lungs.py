@@ -48,3 +48,9 @@ def test_the_centroid_moves_with_the_patient() -> None:
 
 def test_a_volume_without_lungs_has_no_centroid() -> None:
     assert lung_centroid_mm(chest(lungs=False)) is None
+
+
+def test_lungs_cut_by_the_field_of_view_give_no_centroid() -> None:
+    cut = chest()
+    cropped = Volume(cut.hu[:, :, 30:98], SPACING, cut.affine, cut.sop_instance_uids, cut.keys, cut.frame_numbers)
+    assert lung_centroid_mm(cropped) is None  # both lungs reach the slices' left and right edges

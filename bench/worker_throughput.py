@@ -39,13 +39,14 @@ from scheduler.scan import scan
 from synth.archive import generate_archive
 from workers.context import WorkerContext
 from workers.findings import describe_candidates
+from workers.lungs import lung_centroid_mm
 from workers.pipeline import detect_and_classify
 from workers.series import load_series
 from workers.volume import IrregularSeries, Volume
 
 REDIS_URL = "redis://127.0.0.1:6379/14"
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("fetch", "decode", "device_wait", "preprocess", "inference", "classify", "measure", "write")
+STAGES = ("fetch", "decode", "device_wait", "preprocess", "inference", "classify", "measure", "lungs", "write")
 log = logging.getLogger("bench")
 
 
@@ -59,7 +60,7 @@ def _triple(text_value: str, kind: type) -> tuple:
 def model_only(settings: Settings, analyses: list[tuple[int, list[str]]]) -> dict[str, float]:
     """Seconds per stage of the models alone, summed over the studies already decoded in memory (after one
     warm-up study): preprocess, inference (the detector's network), classify, measure (segmentation), spiculation
-    (the spiculation model on the measured nodules)."""
+    (the spiculation model on the measured nodules), lungs (their centroid, workers.lungs)."""
     ctx = WorkerContext(settings)
     storage = ctx.storage(settings.archive_url)
     volumes = []
@@ -93,10 +94,13 @@ def model_only(settings: Settings, analyses: list[tuple[int, list[str]]]) -> dic
         start = time.perf_counter()
         describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=stages)
         stages["measure"] = time.perf_counter() - start - stages.get("spiculation", 0.0)
+        start = time.perf_counter()
+        lung_centroid_mm(volume)
+        stages["lungs"] = time.perf_counter() - start
         return stages
 
     models(volumes[0])  # warm-up
-    totals = dict.fromkeys(("preprocess", "inference", "classify", "measure", "spiculation"), 0.0)
+    totals = dict.fromkeys(("preprocess", "inference", "classify", "measure", "spiculation", "lungs"), 0.0)
     with progress_bar("models only", len(volumes), "studies") as advance:
         for volume in volumes:
             for stage, seconds in models(volume).items():

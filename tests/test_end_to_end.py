@@ -61,8 +61,10 @@ def test_s3_redis_postgres_worker_end_to_end(
                 "classify",
                 "spiculation",
                 "measure",
+                "lungs",
                 "write",
             }
+            assert "lung_centroid_mm" in analysis.volume  # recorded (None where the lungs reach the slices' edges)
             assert analysis.model_sha256 and len(analysis.model_sha256) == 64
             # the candidate classifier scored every finding; the study score is the highest probability
             assert analysis.classifier == settings.classifier and len(analysis.classifier_sha256) == 64

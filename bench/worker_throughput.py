@@ -38,9 +38,7 @@ from nightscan.storage import open_storage
 from scheduler.scan import scan
 from synth.archive import generate_archive
 from workers.context import WorkerContext
-from workers.findings import describe_candidates
-from workers.lungs import lung_centroid_mm
-from workers.pipeline import detect_and_classify
+from workers.pipeline import describe_study, detect_and_classify
 from workers.series import load_series
 from workers.volume import IrregularSeries, Volume
 
@@ -91,12 +89,7 @@ def model_only(settings: Settings, analyses: list[tuple[int, list[str]]]) -> dic
             finding_min_score=settings.finding_min_score,
             timings=stages,
         )
-        start = time.perf_counter()
-        describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=stages)
-        stages["measure"] = time.perf_counter() - start - stages.get("spiculation", 0.0)
-        start = time.perf_counter()
-        lung_centroid_mm(volume)
-        stages["lungs"] = time.perf_counter() - start
+        describe_study(volume, candidates, classifications, spiculation, stages)
         return stages
 
     models(volumes[0])  # warm-up

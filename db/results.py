@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, case, delete, func, select, update
+from sqlalchemy import Engine, Row, case, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -90,12 +90,7 @@ def claim_analysis(session: Session, analysis_id: int, max_attempts: int) -> Ana
     analysis.attempts += 1
     analysis.status = AnalysisStatus.RUNNING
     analysis.started_at = utcnow()
-    rows = session.execute(
-        select(ArchiveObject.source, ArchiveObject.key, ArchiveObject.etag)
-        .join(Instance, Instance.object_id == ArchiveObject.id)
-        .where(Instance.series_id == analysis.series_id, ArchiveObject.status == ObjectStatus.INDEXED)
-        .order_by(ArchiveObject.key)
-    ).all()
+    rows = series_objects(session, analysis.series_id)
     if not rows:
         raise LookupError(f"analysis {analysis_id}: series {analysis.series_id} has no indexed instances")
     return AnalysisJob(
@@ -105,6 +100,16 @@ def claim_analysis(session: Session, analysis_id: int, max_attempts: int) -> Ana
         model=analysis.model,
         attempt=analysis.attempts,
     )
+
+
+def series_objects(session: Session, series_id: int) -> Sequence[Row[tuple[str, str, str | None]]]:
+    """(source, key, etag) of the series' indexed objects, in key order: the order the worker fetches them."""
+    return session.execute(
+        select(ArchiveObject.source, ArchiveObject.key, ArchiveObject.etag)
+        .join(Instance, Instance.object_id == ArchiveObject.id)
+        .where(Instance.series_id == series_id, ArchiveObject.status == ObjectStatus.INDEXED)
+        .order_by(ArchiveObject.key)
+    ).all()
 
 
 def write_findings(

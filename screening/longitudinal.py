@@ -382,7 +382,7 @@ def _assess_study(
     alignment = align_studies(current, known, initial_mm=initial)
     translation = alignment.translation_mm
     matched = {pair.current_index: lesions[pair.prior_index] for pair in alignment.match.pairs}
-    carried = _at_known_lesions(study, matched, lesions, translation) if index else []
+    carried = _at_known_lesions(study, matched, lesions, translation)  # none at the first study: no lesions yet
     for candidate, lesion in carried:
         matched[len(nodules)] = lesion
         nodules = (*nodules, candidate)

@@ -40,13 +40,11 @@ from db.migrate import upgrade
 from db.models import (
     Analysis,
     AnalysisStatus,
-    ArchiveObject,
     Assessment,
     Finding,
-    Instance,
-    ObjectStatus,
     Study,
 )
+from db.results import series_objects
 from models.measurement import SPICULATED_SCORE
 from nightscan.runtime import session_factory
 from nightscan.settings import Settings
@@ -294,16 +292,8 @@ def record_missing_lung_centroids(settings: Settings) -> int:
 
 def _objects(session: Session, analysis_id: int) -> list[tuple[str, str]]:
     """(source, key) of the indexed objects of an analysis's series, in key order."""
-    return [
-        (row.source, row.key)
-        for row in session.execute(
-            select(ArchiveObject.source, ArchiveObject.key)
-            .join(Instance, Instance.object_id == ArchiveObject.id)
-            .join(Analysis, Analysis.series_id == Instance.series_id)
-            .where(Analysis.id == analysis_id, ArchiveObject.status == ObjectStatus.INDEXED)
-            .order_by(ArchiveObject.key)
-        )
-    ]
+    series_id = session.get_one(Analysis, analysis_id).series_id
+    return [(row.source, row.key) for row in series_objects(session, series_id)]
 
 
 def _load_volume(ctx: WorkerContext, analysis_id: int, objects: Sequence[tuple[str, str]]) -> Volume:

@@ -21,9 +21,11 @@ from workers.series import load_series
 from workers.volume import IrregularSeries, Volume, VolumeError
 
 if TYPE_CHECKING:
+    from db.models import Finding
     from models.candidates import Candidate
     from models.classifier import CandidateClassifier
     from models.inference import NoduleDetector
+    from models.spiculation import SpiculationModel
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +149,7 @@ def _run(job: AnalysisJob, ctx: WorkerContext) -> str:
             finding_min_score=ctx.settings.finding_min_score,
             timings=timings,
         )
-    start = time.perf_counter()
-    findings = describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=timings)
-    timings["measure"] = time.perf_counter() - start - timings.get("spiculation", 0.0)
-    start = time.perf_counter()
-    lungs = lung_centroid_mm(volume)
-    timings["lungs"] = time.perf_counter() - start
+    findings, lungs = describe_study(volume, candidates, classifications, spiculation, timings)
     with transaction(ctx.factory) as session:
         written = write_findings(
             session,
@@ -213,6 +210,25 @@ def detect_and_classify(
     kept, classifications = vouched(candidates, _classify(classifier, volume, candidates), detector)
     timings["classify"] = time.perf_counter() - start
     return kept, classifications, max((c.probability for c in classifications), default=0.0)
+
+
+def describe_study(
+    volume: Volume,
+    candidates: Sequence[Candidate],
+    classifications: Sequence[Classification] | None,
+    spiculation: SpiculationModel | None,
+    timings: dict[str, float],
+) -> tuple[list[Finding], tuple[float, float, float] | None]:
+    """The CPU part of an analysis after the models: every kept candidate measured (and read for spiculation),
+    and the lungs' centroid (x, y, z, mm; :func:`workers.lungs.lung_centroid_mm`). The seconds taken go into
+    ``timings`` (measure, spiculation, lungs)."""
+    start = time.perf_counter()
+    findings = describe_candidates(volume, candidates, classifications, spiculation=spiculation, stages_s=timings)
+    timings["measure"] = time.perf_counter() - start - timings.get("spiculation", 0.0)
+    start = time.perf_counter()
+    lungs = lung_centroid_mm(volume)
+    timings["lungs"] = time.perf_counter() - start
+    return findings, lungs
 
 
 def _classify(classifier: CandidateClassifier, volume: Volume, candidates: Sequence[Candidate]) -> list[Classification]:

@@ -66,6 +66,7 @@ EVAL_SPACING_ZYX_MM = (2.5, 1.4, 1.4)
 MIN_DIAMETER_MM = 4.0  # the FROC counts nodules of 4 mm and more (the target's definition)
 MIN_TRAINING_NODULE_MM = 3.0  # screening archives hold nodules from 3 mm on (Lung-RADS 2); so does training
 MAX_FP_PER_SCAN_FOR_THRESHOLD = 1.0
+SMALL_NODULE_MM = 6.0  # below this a nodule is "small" for the fine-tuning emphasis (Lung-RADS 2 solid)
 # Seed offsets keep training, validation and test phantoms disjoint (tests use seeds >= 10_000_000).
 _VAL_SEED_OFFSET = 1_000_000
 _TEST_SEED_OFFSET = 2_000_000
@@ -150,20 +151,43 @@ def _grid_nodules(phantom: Phantom, grid: GridMap) -> list[GridNodule]:
 
 
 class CropSampler:
-    """Draws 2.5-D training crops (image (3, CROP_PX, CROP_PX) in [0, 1], boxes (N, 4) pixels) with augmentation."""
+    """Draws 2.5-D training crops (image (3, CROP_PX, CROP_PX) in [0, 1], boxes (N, 4) pixels) with augmentation.
 
-    def __init__(self, volumes: Sequence[TrainingVolume], rng: np.random.Generator, crop_px: int = CROP_PX) -> None:
+    ``small_share`` (0 to 1; None: no emphasis) is the share of positive crops drawn through nodules under
+    :data:`SMALL_NODULE_MM` (each of them equally likely), the rest through the others: how a fine-tuning run
+    dwells on the small, faint nodules the detector misses most."""
+
+    def __init__(
+        self,
+        volumes: Sequence[TrainingVolume],
+        rng: np.random.Generator,
+        crop_px: int = CROP_PX,
+        small_share: float | None = None,
+    ) -> None:
         self.volumes = volumes
         self.rng = rng
         self.crop_px = crop_px
         self.nodules = [(v, n) for v, tv in enumerate(volumes) for n in range(len(tv.nodules))]
         if not self.nodules:
             raise ValueError(f"the {len(volumes)} training volumes hold no nodule")
+        if small_share is not None and not 0.0 <= small_share <= 1.0:
+            raise ValueError(f"small_share must be 0 to 1, got {small_share}")
+        self.small_share = small_share
+        self.small = [(v, n) for v, n in self.nodules if volumes[v].nodules[n][1] < SMALL_NODULE_MM]
+        self.large = [(v, n) for v, n in self.nodules if volumes[v].nodules[n][1] >= SMALL_NODULE_MM]
+
+    def _pick(self) -> tuple[int, int]:
+        """(volume, nodule) of the next positive crop."""
+        pool = self.nodules
+        if self.small_share is not None and self.small and self.large:
+            pool = self.small if self.rng.random() < self.small_share else self.large
+        return pool[int(self.rng.integers(len(pool)))]
 
     def positive(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A crop through a random nodule (each nodule equally likely), the nodule anywhere inside it."""
+        """A crop through a random nodule (each nodule equally likely, within its size group when ``small_share``
+        is set), the nodule anywhere inside it."""
         while True:
-            v, n = self.nodules[int(self.rng.integers(len(self.nodules)))]
+            v, n = self._pick()
             tv = self.volumes[v]
             (cz, cy, cx), diameter = tv.nodules[n]
             reach = 0.8 * diameter / 2 / PREPROCESSING.spacing_zyx_mm[0]
@@ -300,6 +324,8 @@ def train_detector(
     checkpoint_dir: Path | None = None,
     resume: Path | None = None,
     command: str | None = None,
+    init_from: str | None = None,
+    small_share: float | None = None,
 ) -> dict[str, Any]:
     """Train, choose the score threshold on validation phantoms, measure on test phantoms, save and register.
 
@@ -309,6 +335,10 @@ def train_detector(
         volumes for any count). A checkpoint (weights, optimiser, schedule, random states, history) is saved after every
     epoch in `checkpoint_dir` (default `out_dir/checkpoints`); `resume` continues from one of them, with the very
     same result as an uninterrupted run. Deterministic for `seed` on one device and thread count.
+
+    `init_from` ("name@version") fine-tunes that registered detector, in its own architecture, instead of training
+    from scratch; `small_share` sets the share of positive crops through nodules under SMALL_NODULE_MM
+    (:class:`CropSampler`).
     """
     started = time.perf_counter()
     if num_threads:
@@ -320,12 +350,19 @@ def train_detector(
     registry_path = registry_path or REGISTRY_PATH
 
     volumes = training_volumes(seed, n_train_volumes, data_workers, min_nodule_mm)
-    sampler = CropSampler(volumes, rng)
+    sampler = CropSampler(volumes, rng, small_share=small_share)
     logger.info("%d training volumes with %d nodules", len(volumes), len(sampler.nodules))
     val_phantoms = eval_phantoms(seed + _VAL_SEED_OFFSET, n_val_volumes)
     data_seconds = time.perf_counter() - started
 
-    model = build_from_architecture(ARCHITECTURE).to(device)
+    architecture, initial = ARCHITECTURE, None
+    if init_from is not None:
+        architecture, initial = initial_network(init_from, registry_path)
+        logger.info("fine-tuning %s", init_from)
+    model = build_from_architecture(architecture)
+    if initial is not None:
+        model.load_state_dict(initial)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.15
@@ -339,6 +376,8 @@ def train_detector(
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "min_nodule_mm": min_nodule_mm,
+        "init_from": init_from,
+        "small_share": small_share,
     }
     first_epoch = 1
     if resume is not None:
@@ -410,6 +449,21 @@ def train_detector(
     test_phantoms = eval_phantoms(seed + _TEST_SEED_OFFSET, n_test_volumes)
     test_scans, test_scans_6mm, seconds_per_scan = _evaluate(model, test_phantoms, device)
     sensitivity, fp_per_scan = operating_point(test_scans_6mm, threshold)
+    training_data = (
+        f"{n_train_volumes} `synth.phantom` volumes (seeds [{seed}, i]) with 1..6 nodules of "
+        f"{min_nodule_mm:g}..25 mm (log-uniform) "
+        "in a random 90..160 mm of the lungs, voxel size varied (slices 1.25..3 mm, in-plane 0.6..3 mm) and "
+        f"resampled to the working grid; {CROP_PX} x {CROP_PX}-pixel crops of 2.5-D slices, half through a nodule "
+        + (
+            "(each nodule equally likely)"
+            if small_share is None
+            else f"({small_share:.0%} of them through nodules under {SMALL_NODULE_MM:g} mm)"
+        )
+        + ", half anywhere in the body. Augmentation: flips on all axes, right-angle "
+        "rotations, scaling 0.85..1.2, HU shift and contrast jitter, extra noise"
+    )
+    if init_from is not None:
+        training_data = f"fine-tuned from {init_from} ({epochs} epochs, lr <= {learning_rate:g}) on {training_data}"
     metrics: dict[str, Any] = {
         "dataset": f"{n_test_volumes} held-out synthetic phantoms {EVAL_SHAPE_ZYX} at "
         f"{EVAL_SPACING_ZYX_MM} mm (synth.phantom, seeds [{seed + _TEST_SEED_OFFSET}, i])",
@@ -420,12 +474,7 @@ def train_detector(
         "fp_per_scan": fp_per_scan,
         "froc_ge_4mm": froc(test_scans),
         "froc_ge_6mm": froc(test_scans_6mm),
-        "training_data": f"{n_train_volumes} `synth.phantom` volumes (seeds [{seed}, i]) with 1..6 nodules of "
-        f"{min_nodule_mm:g}..25 mm (log-uniform) "
-        "in a random 90..160 mm of the lungs, voxel size varied (slices 1.25..3 mm, in-plane 0.6..3 mm) and "
-        f"resampled to the working grid; {CROP_PX} x {CROP_PX}-pixel crops of 2.5-D slices, half through a nodule "
-        "(each nodule equally likely), half anywhere in the body. Augmentation: flips on all axes, right-angle "
-        "rotations, scaling 0.85..1.2, HU shift and contrast jitter, extra noise",
+        "training_data": training_data,
         "hit_rule": "candidate centre within diameter/2 of a true nodule centre (LUNA16)",
         "detect_seconds_per_scan_cpu": round(seconds_per_scan, 3),
         "validation": {
@@ -456,7 +505,7 @@ def train_detector(
     entry = ModelEntry(
         name=name,
         version=version,
-        architecture=ARCHITECTURE,
+        architecture=architecture,
         weights=os.path.relpath(weights_file.resolve(), registry_path.resolve().parent),
         sha256=file_sha256(weights_file),
         preprocessing=PREPROCESSING,
@@ -472,6 +521,20 @@ def train_detector(
     register(entry, registry_path)
     write_model_card(entry, registry_path.parent / "MODEL_CARD.md", registry_path=registry_path)
     return metrics
+
+
+def initial_network(ref: str, registry_path: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The architecture and state dict of the registered detector `ref` to fine-tune (its sha256 verified):
+    fine-tuning keeps the architecture of the model it starts from. ValueError naming `ref` when it is not a
+    Faster R-CNN of this recipe's builder."""
+    from models.registry import load_detector
+
+    detector = load_detector(ref, registry_path=registry_path)
+    architecture = detector.entry.architecture
+    if architecture.get("builder") != ARCHITECTURE["builder"]:
+        builder = architecture.get("builder")
+        raise ValueError(f"{ref} is built by {builder!r}, not this recipe's {ARCHITECTURE['builder']!r}")
+    return architecture, detector.model.state_dict()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -496,6 +559,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-workers", type=int, default=1, help="processes drawing the training phantoms")
     parser.add_argument("--checkpoint-dir", type=Path, default=None, help="default: OUT/checkpoints")
     parser.add_argument("--resume", type=Path, default=None, help="a checkpoint of this run to continue from")
+    parser.add_argument("--init-from", default=None, help="fine-tune this registered detector (name@version)")
+    parser.add_argument(
+        "--small-share",
+        type=float,
+        default=None,
+        help=f"share of positive crops through nodules < {SMALL_NODULE_MM:g} mm",
+    )
     args = parser.parse_args(argv)
     command = training_command("detector", sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -518,6 +588,8 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         command=command,
+        init_from=args.init_from,
+        small_share=args.small_share,
     )
 
 

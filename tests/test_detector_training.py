@@ -124,3 +124,57 @@ def test_training_volumes_are_the_same_for_any_number_of_processes(monkeypatch) 
     parallel = train.training_volumes(5, 3, workers=2)
     assert [v.nodules for v in serial] == [v.nodules for v in parallel]
     assert all(torch.equal(a.volume, b.volume) for a, b in zip(serial, parallel, strict=True))
+
+
+def test_small_share_draws_that_share_of_positive_crops_through_small_nodules() -> None:
+    from models.train import SMALL_NODULE_MM, TrainingVolume
+
+    volume = torch.zeros(8, 64, 64, dtype=torch.float16)
+    nodules = [((4.0, 20.0, 20.0), 4.0), ((4.0, 40.0, 40.0), 12.0), ((4.0, 20.0, 44.0), 16.0)]
+    tv = TrainingVolume(volume, nodules)
+    for share, expected in ((None, 1 / 3), (0.5, 0.5), (0.9, 0.9)):
+        sampler = CropSampler([tv], np.random.default_rng(0), small_share=share)
+        picks = [sampler._pick() for _ in range(4000)]
+        small = np.mean([tv.nodules[n][1] < SMALL_NODULE_MM for _, n in picks])
+        assert small == pytest.approx(expected, abs=0.03), (share, small)
+    with pytest.raises(ValueError, match=r"small_share must be 0 to 1, got 1\.5"):
+        CropSampler([tv], np.random.default_rng(0), small_share=1.5)
+
+
+def test_fine_tuning_starts_from_the_registered_weights(tmp_path, monkeypatch) -> None:
+    """A run with init_from and a zero learning rate keeps the registered detector's weights and architecture
+    (not the recipe's); a detector of another builder is refused, naming the model."""
+    from models import train
+
+    small = {**ARCHITECTURE, "kwargs": {**ARCHITECTURE["kwargs"], "width": 8}}
+    monkeypatch.setattr(train, "ARCHITECTURE", small)
+    monkeypatch.setattr(train, "EVAL_SHAPE_ZYX", (24, 96, 96))
+    monkeypatch.setattr(train, "EVAL_SPACING_ZYX_MM", (5.0, 3.5, 3.5))
+    monkeypatch.setattr(
+        train,
+        "training_phantom",
+        lambda rng, *_: make_phantom(rng, shape_zyx=(24, 96, 96), spacing_zyx_mm=(2.5, 3.0, 3.0)),
+    )
+    registry = tmp_path / "registry.json"
+    run = {"n_train_volumes": 2, "n_val_volumes": 1, "n_test_volumes": 1, "epochs": 1, "steps_per_epoch": 1}
+    run |= {"batch_size": 2, "num_threads": 1, "registry_path": registry}
+    threads = torch.get_num_threads()
+    try:
+        train.train_detector(tmp_path / "a", seed=3, version="0.0.1", **run)
+        wider = {**small, "kwargs": {**small["kwargs"], "anchor_sizes": [3, 5, 8]}}
+        monkeypatch.setattr(train, "ARCHITECTURE", wider)  # the recipe moved on; the fine-tune keeps 0.0.1's
+        train.train_detector(
+            tmp_path / "b", seed=4, version="0.0.2", init_from="nodule-detector@0.0.1", learning_rate=0.0, **run
+        )
+        monkeypatch.setattr(train, "ARCHITECTURE", {**small, "builder": "another"})
+        with pytest.raises(ValueError, match=r"nodule-detector@0\.0\.1 is built by 'small_faster_rcnn_2p5d'"):
+            train.initial_network("nodule-detector@0.0.1", registry)
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(tmp_path / "a" / "nodule-detector-0.0.1.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "nodule-detector-0.0.2.pt", weights_only=True)
+    floats = [k for k in a if a[k].is_floating_point() and "running" not in k]
+    assert floats and all(torch.allclose(a[k], b[k]) for k in floats)
+    from models.registry import get_entry
+
+    assert get_entry("nodule-detector@0.0.2", registry).architecture == small

@@ -13,7 +13,13 @@ from nightscan.cli_followup import print_report
 from nightscan.runtime import session_factory
 from nightscan.settings import Settings
 from workers.followup import NODULE_CRITERIA
-from workers.followup_eval import EvaluationArchive, evaluate, record_missing_lung_centroids
+from workers.followup_eval import (
+    EvaluationArchive,
+    _Hit,
+    _set_by_false_positive,
+    evaluate,
+    record_missing_lung_centroids,
+)
 
 
 def test_a_tiny_archive_is_analysed_followed_and_scored(tmp_path: Path) -> None:
@@ -29,6 +35,9 @@ def test_a_tiny_archive_is_analysed_followed_and_scored(tmp_path: Path) -> None:
     assert result["lungrads_agree"] == sum(s["truth"] == s["assessed"] for s in result["per_study"])
     assert 0.0 <= result["lungrads_accuracy"] <= result["same_next_step"] <= 1.0
     assert sum(result["lungrads_causes"].values()) == result["studies"] - result["lungrads_agree"]
+    by_fp = [s for s in result["per_study"] if s["set_by_false_positive"]]
+    assert result["lungrads_agree_set_by_false_positive"] == len(by_fp) <= result["lungrads_agree"]
+    assert all(s["truth"] == s["assessed"] != "1" for s in by_fp)
     assert report["ceiling"]["lungrads_accuracy_by_noise_mm"]["0"] == 1.0
     kept = result["diameter_error"]["all"]["nodules"]
     assert kept == result["detection"]["found_and_kept"]
@@ -50,3 +59,24 @@ def test_a_tiny_archive_is_analysed_followed_and_scored(tmp_path: Path) -> None:
     assert record_missing_lung_centroids(settings) == len(analyses) and record_missing_lung_centroids(settings) == 0
     with factory() as session:
         assert [session.get(Analysis, a.id).volume["lung_centroid_mm"] for a in analyses] == recorded
+
+
+def test_a_right_category_set_by_a_false_positive_is_told_apart() -> None:
+    """Truth 2 from a missed 4 mm nodule; the study reads 2 from finding 7, on no true nodule (a false positive)."""
+    import datetime as dt
+
+    from screening.longitudinal import NoduleResult, StudyResult
+    from screening.types import LungRads
+
+    def study(*nodules: tuple[int, LungRads]) -> StudyResult:
+        results = tuple(NoduleResult(key, 0, category, "", None, None, False) for key, category in nodules)
+        category = max((c for _, c in nodules), default=LungRads.CAT1)
+        date = dt.date(2026, 1, 1)
+        return StudyResult(1, date, category, "", results, None, None, date, (0.0, 0.0, 0.0), "none")
+
+    missed = _Hit("P-L1", 0, 4.0, "2", None, False)
+    found = _Hit("P-L1", 0, 4.0, "2", 9, True)
+    assert _set_by_false_positive(study((7, LungRads.CAT2)), [missed])
+    assert not _set_by_false_positive(study((9, LungRads.CAT2), (7, LungRads.CAT2)), [found])  # a true one too
+    assert _set_by_false_positive(study((9, LungRads.CAT2), (7, LungRads.CAT3)), [found])  # the 3 sets it
+    assert not _set_by_false_positive(study(), [missed])  # category 1: no nodule sets it

@@ -5,7 +5,8 @@ index it, run every analysis through the same function the gpu worker runs (:fun
 so the findings are the real detector's, classifier's and measurement's), run the longitudinal step for every
 patient, and score it against the truth:
 
-- **Lung-RADS**: the share of studies whose assessed category equals the true one;
+- **Lung-RADS**: the share of studies whose assessed category equals the true one (and, among those, the
+  studies whose category a false positive sets: right for the wrong nodule, counted apart);
 - **tracking**: of the true lesions seen (found by the detector, and kept as nodules) in two or more studies,
   the share of consecutive observations linked to the same lesion and not shared with another true lesion;
 - **VDT**: for growing true lesions of 6 mm or more, the share whose measured VDT (from the first to the last
@@ -402,6 +403,7 @@ def score(
         brock.extend(_brock_pairs(truth_study, study_hits, assessed, study_in))
         ours, expected = assessed.category.value, truth_study.lung_rads
         cause = "" if ours == expected else _cause(ours, expected, assessed, study_hits, first_study)
+        by_false_positive = ours == expected and _set_by_false_positive(assessed, study_hits)
         if cause:
             causes[cause] = causes.get(cause, 0) + 1
         per_study.append(
@@ -414,6 +416,7 @@ def score(
                 "found": sum(h.finding_id is not None for h in study_hits),
                 "kept_nodules": len(kept),
                 "cause": cause,
+                "set_by_false_positive": by_false_positive,
             }
         )
 
@@ -438,6 +441,7 @@ def score(
         "studies": len(per_study),
         "lungrads_agree": agree,
         "lungrads_accuracy": agree / len(per_study) if per_study else None,
+        "lungrads_agree_set_by_false_positive": sum(bool(s["set_by_false_positive"]) for s in per_study),
         "lungrads_within_one": sum(
             abs(LungRads(s["truth"]).rank - LungRads(s["assessed"]).rank) <= 1 for s in per_study
         )
@@ -493,6 +497,14 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
         )
         for i, nodule in enumerate(truth_study.nodules)
     ]
+
+
+def _set_by_false_positive(assessed: StudyResult, hits: Sequence[_Hit]) -> bool:
+    """True when every nodule of the study's category is a finding on no true nodule: the category is right, but a
+    false positive sets it (the true nodule that should was missed or left out)."""
+    true_findings = {h.finding_id for h in hits if h.finding_id is not None}
+    setting = [n for n in assessed.nodules if n.category == assessed.category]
+    return bool(setting) and all(n.key not in true_findings for n in setting)
 
 
 def _cause(ours: str, expected: str, assessed: StudyResult, hits: list[_Hit], first_study: dict[str, int]) -> str:
@@ -763,6 +775,7 @@ def _summary(result: dict[str, object]) -> dict[str, object]:
     return {
         "criteria": result["criteria"],
         "lungrads_accuracy": result["lungrads_accuracy"],
+        "lungrads_agree_set_by_false_positive": result["lungrads_agree_set_by_false_positive"],
         "lungrads_causes": result["lungrads_causes"],
         "tracking": {k: v for k, v in tracking.items() if k != "wrong"},
         "vdt": {k: v for k, v in vdt.items() if k != "rows"},

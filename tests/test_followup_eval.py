@@ -80,3 +80,22 @@ def test_a_right_category_set_by_a_false_positive_is_told_apart() -> None:
     assert not _set_by_false_positive(study((9, LungRads.CAT2), (7, LungRads.CAT2)), [found])  # a true one too
     assert _set_by_false_positive(study((9, LungRads.CAT2), (7, LungRads.CAT3)), [found])  # the 3 sets it
     assert not _set_by_false_positive(study(), [missed])  # category 1: no nodule sets it
+
+
+def test_a_true_nodule_is_matched_to_its_kept_finding_before_a_nearer_duplicate() -> None:
+    """The measurement re-centres duplicates on one nodule: the kept finding 0.2 mm off, a left-out one 0.1 mm off.
+    The nodule is found and kept through the kept one; a finding farther than the hit radius never matches."""
+    from db.longitudinal import FindingRow
+    from synth.manifest import NoduleRecord, StudyTruth
+    from workers.followup_eval import _match_truth
+
+    def finding(key: int, x: float) -> FindingRow:
+        return FindingRow(key, (x, 0.0, 0.0), 17.3, None, None, None, "solid", None, 1.0, 0.9, None)
+
+    nodule = NoduleRecord("P-L1", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 17.5, "solid", lung_rads="4B")
+    study = StudyTruth("P", "1.2", "1.3", "20260101", 10, (10, 10, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), [nodule])
+    findings = [finding(247, 0.1), finding(243, 0.2), finding(250, 9.0)]
+    (hit,) = _match_truth(study, findings, kept={243, 250})
+    assert (hit.finding_id, hit.kept) == (243, True)
+    (hit,) = _match_truth(study, findings, kept=set())
+    assert (hit.finding_id, hit.kept) == (247, False)

@@ -463,20 +463,22 @@ def score(
 
 
 def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: set[int]) -> list[_Hit]:
-    """Each true nodule of the study with the finding nearest its centre within its hit radius (each finding once)."""
+    """Each true nodule of the study with a finding within its hit radius (each finding once): a kept one first,
+    the nearest of them, else the nearest. A nodule with two findings, the kept one a little off centre and a
+    duplicate left out nearer, is found and kept, and its kept finding is no false positive."""
     candidates = []
     for i, nodule in enumerate(truth_study.nodules):
         radius = max(nodule.diameter_mm / 2, HIT_RADIUS_FLOOR_MM)
         for finding in findings:
             distance = math.dist(nodule.center_xyz_mm, finding.centre_mm)
             if distance <= radius:
-                candidates.append((distance, i, finding.id))
+                candidates.append((finding.id not in kept, distance, i, finding.id))
     spiculation = {finding.id: finding.spiculation for finding in findings}
     types = {finding.id: finding.nodule_type for finding in findings}
     diameters = {finding.id: finding.diameter_mm for finding in findings}
     found: dict[int, int] = {}
     used: set[int] = set()
-    for _, i, finding_id in sorted(candidates):
+    for _, _, i, finding_id in sorted(candidates):
         if i not in found and finding_id not in used:
             found[i] = finding_id
             used.add(finding_id)

@@ -80,8 +80,8 @@ def test_a_short_training_run_lowers_the_loss(sampler: CropSampler) -> None:
     assert after < 0.6 * before, f"loss {before:.3f} -> {after:.3f}"
 
 
-def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(tmp_path, monkeypatch) -> None:
-    """Two epochs in one go, and one epoch then a resume from its checkpoint: the same weights."""
+def _tiny_recipe(monkeypatch) -> dict:
+    """Make models.train's recipe tiny (width 8, small phantoms) for a whole run in seconds; the architecture."""
     from models import train
 
     small = {**ARCHITECTURE, "kwargs": {**ARCHITECTURE["kwargs"], "width": 8}}
@@ -93,6 +93,14 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(tmp_path, mon
         "training_phantom",
         lambda rng, *_: make_phantom(rng, shape_zyx=(24, 96, 96), spacing_zyx_mm=(2.5, 3.0, 3.0)),
     )
+    return small
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result(tmp_path, monkeypatch) -> None:
+    """Two epochs in one go, and one epoch then a resume from its checkpoint: the same weights."""
+    from models import train
+
+    _tiny_recipe(monkeypatch)
     run = {"seed": 3, "n_train_volumes": 2, "n_val_volumes": 1, "n_test_volumes": 1, "epochs": 2}
     run |= {"steps_per_epoch": 2, "batch_size": 2, "version": "0.0.1", "num_threads": 1}
     threads = torch.get_num_threads()
@@ -146,15 +154,7 @@ def test_fine_tuning_starts_from_the_registered_weights(tmp_path, monkeypatch) -
     (not the recipe's); a detector of another builder is refused, naming the model."""
     from models import train
 
-    small = {**ARCHITECTURE, "kwargs": {**ARCHITECTURE["kwargs"], "width": 8}}
-    monkeypatch.setattr(train, "ARCHITECTURE", small)
-    monkeypatch.setattr(train, "EVAL_SHAPE_ZYX", (24, 96, 96))
-    monkeypatch.setattr(train, "EVAL_SPACING_ZYX_MM", (5.0, 3.5, 3.5))
-    monkeypatch.setattr(
-        train,
-        "training_phantom",
-        lambda rng, *_: make_phantom(rng, shape_zyx=(24, 96, 96), spacing_zyx_mm=(2.5, 3.0, 3.0)),
-    )
+    small = _tiny_recipe(monkeypatch)
     registry = tmp_path / "registry.json"
     run = {"n_train_volumes": 2, "n_val_volumes": 1, "n_test_volumes": 1, "epochs": 1, "steps_per_epoch": 1}
     run |= {"batch_size": 2, "num_threads": 1, "registry_path": registry}

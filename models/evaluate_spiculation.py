@@ -1,5 +1,6 @@
-"""How the workers' spiculation reads large nodules: the model alone, the hand-made score alone, and the two
-combined as the workers combine them (:func:`models.spiculation.large_nodule_spiculation`), on the same phantoms.
+"""How the workers' spiculation reads large nodules: the model alone, the hand-made score of the longest spicule
+alone, that of the second-longest alone, and the model and the second combined as the workers combine them
+(:func:`models.spiculation.large_nodule_spiculation`), on the same phantoms.
 
     python -m models.evaluate_spiculation [--phantoms 80] [--max-nodule-mm 30] [--workers 2]
 
@@ -24,7 +25,7 @@ import numpy as np
 from bench.common import machine
 from models.measurement import SPICULATED_SCORE
 from models.registry import load_spiculation
-from models.spiculation import HANDMADE_FROM_MM, combined_spiculation
+from models.spiculation import HANDMADE_FROM_MM, combined_spiculation, several_spicules_score
 from models.train_spiculation import _TEST_SEED_OFFSET, _VAL_SEED_OFFSET, NoduleSet, build_set, logits_of
 from nightscan.logs import configure_logging
 
@@ -35,19 +36,22 @@ RESULT = Path(__file__).resolve().parent.parent / "bench" / "results" / "spicula
 
 
 def calls(data: NoduleSet, probability: np.ndarray) -> dict[str, np.ndarray]:
-    """Which nodules each reading calls spiculated: the model (its probability), the hand-made score, and the
+    """Which nodules each reading calls spiculated: the model (its probability), the hand-made score of the
+    longest spicule (the measurement's own), that of the second-longest (:func:`several_spicules_score`), and the
     workers' reading (:func:`models.spiculation.combined_spiculation` at the MEASURED mean diameter)."""
     handmade = np.nan_to_num(data.handmade)
+    second = np.array([several_spicules_score(lengths) for lengths in np.nan_to_num(data.spicules_mm)])
     measured = np.nan_to_num(data.measured_mm)
     workers = np.array(
         [
             combined_spiculation(float(p), float(h), float(d))
-            for p, h, d in zip(probability, handmade, measured, strict=True)
+            for p, h, d in zip(probability, second, measured, strict=True)
         ]
     )
     return {
         "model": probability >= SPICULATED_SCORE,
         "handmade": handmade >= SPICULATED_SCORE,
+        "second_spicule": second >= SPICULATED_SCORE,
         "workers": workers >= SPICULATED_SCORE,
     }
 
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = band_table(data, calls(data, probability))
     for row in rows:
         log.info(
-            "%4.0f-%-3.0f mm %-8s spiculated found %3d / %3d, smooth called spiculated %3d / %3d, errors %3d",
+            "%4.0f-%-3.0f mm %-14s spiculated found %3d / %3d, smooth called spiculated %3d / %3d, errors %3d",
             *row["band_mm"],  # type: ignore[misc]
             row["reading"],
             row["spiculated_found"],
@@ -106,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "what": "spiculation of solid and part-solid phantom nodules by true mean diameter band: the model alone, "
-        f"the hand-made score alone, and the workers' reading (the larger of the two from {HANDMADE_FROM_MM} mm "
-        "of measured mean diameter on)",
+        "the hand-made score of the longest spicule alone, that of the second-longest alone, and the workers' "
+        f"reading (the larger of the model and the second from {HANDMADE_FROM_MM} mm of measured mean diameter on)",
         "command": "python -m models.evaluate_spiculation "
         f"--phantoms {args.phantoms} --max-nodule-mm {args.max_nodule_mm:g} --model {args.model}",
         "phantoms": {"validation": [_VAL_SEED_OFFSET, args.phantoms], "test": [_TEST_SEED_OFFSET, args.phantoms]},

@@ -95,6 +95,8 @@ THRESHOLD = SPICULATED_SCORE
 _TRAIN_SEED_OFFSET = 9_000_000
 _VAL_SEED_OFFSET = 9_300_000
 _TEST_SEED_OFFSET = 9_600_000
+SPICULES_KEPT = 3
+"""How many of each measured nodule's longest spicules a :class:`NoduleSet` keeps (``spicules_mm``)."""
 
 
 @dataclass
@@ -103,7 +105,8 @@ class NoduleSet:
     centre crop), `spiculated` (N,) bool, `kind` (N,) index into KIND_CODES, `diameter_mm` (N,) the true mean
     diameter, `measured_mm` (N,) the measured one (nan where measuring failed), `handmade` (N,) the hand-made
     spiculation score 0..1 (nan where measuring failed), `phantom` (N,) index of the phantom, `spacing_mm` (N, 3)
-    its voxel size (z, y, x)."""
+    its voxel size (z, y, x), `spicules_mm` (N, SPICULES_KEPT) the lengths (mm beyond the rim, longest first, 0
+    where fewer were found, nan where measuring failed) of the measurement's longest spicules."""
 
     patches: np.ndarray
     spiculated: np.ndarray
@@ -113,6 +116,7 @@ class NoduleSet:
     handmade: np.ndarray
     phantom: np.ndarray
     spacing_mm: np.ndarray
+    spicules_mm: np.ndarray
 
     def __len__(self) -> int:
         return len(self.spiculated)
@@ -157,7 +161,7 @@ def phantom_nodules(split: str, seed: int, i: int, max_mm: float = MAX_NODULE_DI
         rng, shape_zyx=shape, spacing_zyx_mm=spacing, n_nodules=count, min_nodule_mm=min_mm, max_nodule_mm=max_mm
     )
     jitter = np.random.default_rng([seed, i, 1])
-    nodules, measured_mm, handmade = [], [], []
+    nodules, measured_mm, handmade, spicules = [], [], [], []
     for truth in phantom.nodules:
         offset = jitter.integers(-1, 2, size=3).astype(float)
         if not offset.any():
@@ -168,11 +172,13 @@ def phantom_nodules(split: str, seed: int, i: int, max_mm: float = MAX_NODULE_DI
             nodules.append((m.center_zyx_vox, m.mean_diameter_mm))
             measured_mm.append(m.mean_diameter_mm)
             handmade.append(m.spiculation)
+            spicules.append((list(m.spicule_lengths_mm) + [0.0] * SPICULES_KEPT)[:SPICULES_KEPT])
         except ValueError:
             centre = np.asarray(truth.center_zyx_vox) + jitter.normal(0.0, 0.5, size=3)
             nodules.append((tuple(centre), truth.diameter_mm * float(jitter.uniform(0.85, 1.15))))
             measured_mm.append(np.nan)
             handmade.append(np.nan)
+            spicules.append([np.nan] * SPICULES_KEPT)
     patches = extract_nodule_patches(phantom.hu, spacing, nodules, GEOMETRY, size=CONTEXT_SIZE)
     n = len(nodules)
     return NoduleSet(
@@ -184,6 +190,7 @@ def phantom_nodules(split: str, seed: int, i: int, max_mm: float = MAX_NODULE_DI
         handmade=np.array(handmade, dtype=np.float64),
         phantom=np.full(n, i, dtype=np.int64),
         spacing_mm=np.tile(np.asarray(spacing, dtype=np.float64), (n, 1)),
+        spicules_mm=np.array(spicules, dtype=np.float64).reshape(n, SPICULES_KEPT),
     )
 
 
@@ -323,6 +330,9 @@ def _load_cache(path: Path | None, settings: dict[str, float]) -> dict[str, Nodu
         cached = {k: float(data[f"settings_{k}"]) for k in settings if f"settings_{k}" in data}
         if cached != settings:
             raise ValueError(f"patch cache {path} was built with {cached}, not {settings}: delete it or pass another")
+        missing = [f for f in _CACHE_FIELDS if f"train_{f}" not in data]
+        if missing:
+            raise ValueError(f"patch cache {path} lacks {missing} (an older nightscan's): delete it or pass another")
         sets = {s: NoduleSet(*(data[f"{s}_{f}"] for f in _CACHE_FIELDS)) for s in ("train", "val", "test")}
     logger.info("patches read from %s: %s", path, {s: len(v) for s, v in sets.items()})
     return sets

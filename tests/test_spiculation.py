@@ -20,6 +20,7 @@ from models.spiculation import (
     SpiculationModel,
     extract_nodule_patches,
     large_nodule_spiculation,
+    several_spicules_score,
 )
 from nightscan.settings import Settings
 from synth.nodules import NoduleKind
@@ -172,15 +173,23 @@ def test_worker_findings_carry_the_model_probability(model: SpiculationModel) ->
     assert handmade.spiculation == m.spiculation
 
 
-def test_large_nodules_take_the_larger_of_the_model_and_the_hand_made_score() -> None:
+def test_large_nodules_take_the_larger_of_the_model_and_the_second_spicule() -> None:
     phantom = make_phantom(np.random.default_rng([7, 1]), shape_zyx=(48, 96, 96), n_nodules=1)
     m = measure_nodule(phantom.hu, phantom.spacing_zyx_mm, phantom.nodules[0].center_zyx_vox)
-    small = dataclasses.replace(m, mean_diameter_mm=HANDMADE_FROM_MM - 0.1, spiculation=1.0)
-    large = dataclasses.replace(m, mean_diameter_mm=HANDMADE_FROM_MM, spiculation=0.94)
+    spiculated = (4.0, 3.0, 1.0)  # mm beyond the rim: the second, 3.0 mm, scores 3.0 / 3.2
+    small = dataclasses.replace(m, mean_diameter_mm=HANDMADE_FROM_MM - 0.1, spicule_lengths_mm=spiculated)
+    large = dataclasses.replace(m, mean_diameter_mm=HANDMADE_FROM_MM, spicule_lengths_mm=spiculated)
     assert large_nodule_spiculation(0.13, small) == 0.13  # below 15 mm: the model alone
-    assert large_nodule_spiculation(0.13, large) == 0.94  # the model misses thin spicules of large nodules
-    smooth = dataclasses.replace(large, spiculation=0.0)
-    assert large_nodule_spiculation(0.99, large) == 0.99 and large_nodule_spiculation(0.2, smooth) == 0.2
+    assert large_nodule_spiculation(0.13, large) == 0.938  # the model misses thin spicules of large nodules
+    vessel = dataclasses.replace(large, spicule_lengths_mm=(9.0,), spiculation=1.0)  # one long appendage
+    assert large_nodule_spiculation(0.2, vessel) == 0.2 and large_nodule_spiculation(0.99, vessel) == 0.99
+
+
+def test_the_hand_made_score_of_a_large_nodule_is_its_second_spicule() -> None:
+    assert several_spicules_score(()) == 0.0 and several_spicules_score((12.0,)) == 0.0
+    assert several_spicules_score((0.8, 5.0)) == 0.25  # in any order: the second-longest
+    assert several_spicules_score((6.0, 1.6)) == 0.5 == SPICULATED_SCORE  # spiculated from a 1.6 mm second
+    assert several_spicules_score((9.0, 7.0, 4.0)) == 1.0
 
 
 def test_the_spiculation_setting_and_the_model_loaded_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -198,7 +207,8 @@ def test_the_band_table_counts_each_reading_on_the_same_nodules() -> None:
     from models.evaluate_spiculation import band_table, calls
     from models.train_spiculation import NoduleSet
 
-    n = 5  # spiculated 20 mm seen by the hand-made score only; smooth 20 mm it calls spiculated; 7 mm; ground glass
+    # spiculated 20 mm seen by the hand-made score only; smooth 20 mm with one appendage (a vessel); 7 mm; ground glass
+    n = 5
     data = NoduleSet(
         patches=np.zeros((n, 1, 1, 1), dtype=np.int16),
         spiculated=np.array([True, False, True, False, False]),
@@ -208,11 +218,15 @@ def test_the_band_table_counts_each_reading_on_the_same_nodules() -> None:
         handmade=np.array([0.9, 0.8, 1.0, 1.0, np.nan]),
         phantom=np.zeros(n, dtype=np.int64),
         spacing_mm=np.ones((n, 3)),
+        spicules_mm=np.array([[3.0, 2.9, 0.0], [2.6, 0.5, 0.0], [3.2, 3.2, 0.0], [3.2, 3.2, 3.2], [np.nan] * 3]),
     )
     called = calls(data, np.array([0.1, 0.2, 0.3, 0.0, 0.9]))
-    assert called["workers"].tolist() == [True, True, False, True, True]  # the 7 mm nodule: the model alone
+    assert called["workers"].tolist() == [True, False, False, True, True]  # the 7 mm nodule: the model alone
+    assert called["handmade"].tolist() == [True, True, True, True, False]  # the longest spicule takes the vessel
+    assert called["second_spicule"].tolist() == [True, False, True, True, False]
     rows = {(tuple(r["band_mm"]), r["reading"]): r for r in band_table(data, called)}
     large = rows[((15.0, 31.0), "workers")]
     counts = ("spiculated_found", "spiculated", "smooth_called_spiculated", "smooth")
-    assert [large[k] for k in counts] == [1, 1, 1, 1]  # ground glass and unmeasured nodules are not counted
+    assert [large[k] for k in counts] == [1, 1, 0, 1]  # ground glass and unmeasured nodules are not counted
+    assert rows[((15.0, 31.0), "handmade")]["smooth_called_spiculated"] == 1
     assert rows[((6.0, 8.0), "model")]["errors"] == 1 and rows[((6.0, 8.0), "handmade")]["errors"] == 0

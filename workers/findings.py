@@ -5,9 +5,10 @@ Each candidate's centre goes to patient coordinates (mm) through the volume's af
 type and the solid component; where it finds no nodule at the centre, the finding keeps the detector's box
 diameter and no measurements, and the reason is logged (without PHI). The spiculation of a measured finding
 (0..1, spiculated from :data:`models.measurement.SPICULATED_SCORE`) is the spiculation model's probability
-(:class:`models.spiculation.SpiculationModel`, at the measured centre and mean diameter) when one is given, raised to
-the hand-made score for nodules of 15 mm and more (:func:`models.spiculation.large_nodule_spiculation`), else the
-measurement's hand-made score; an unmeasured finding has none.
+(:class:`models.spiculation.SpiculationModel`, at the measured centre and mean diameter) when one is given,
+raised to the hand-made score of the second-longest spicule for nodules of 15 mm and more
+(:func:`models.spiculation.large_nodule_spiculation`), else the measurement's hand-made score; an unmeasured
+finding has none.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def describe_candidates(
     """One :class:`Finding` per candidate, in the candidates' order, measured on ``volume``.
 
     ``spiculation``: the model whose probability (rounded to 3 decimals; from 15 mm on at least the hand-made
-    score) becomes each measured finding's spiculation; None: the measurement's hand-made score. ``stages_s``, when
-    given, receives the seconds the model took under "spiculation".
+    score of the second-longest spicule) becomes each measured finding's spiculation; None: the measurement's
+    hand-made score. ``stages_s``, when given, receives the seconds the model took under "spiculation".
     """
     measurements = [_measure(volume, candidate, n) for n, candidate in enumerate(candidates)]
     scores = [m.spiculation if m is not None else None for m in measurements]

@@ -183,8 +183,9 @@ def measure_missing_spiculation(settings: Settings) -> int:
     """Fill ``findings.spiculation`` where a finding was measured before spiculation was (a database of an older
     nightscan): the nodule is measured again at its stored centre (the segmentation's centroid, mm) on its
     study's volume, and only the spiculation score is written: the configured spiculation model's probability at the
-    new measurement's centre and mean diameter (``settings.spiculation``, raised to the hand-made score from 15 mm
-    on, as the worker stores it), else the hand-made score. Returns the findings updated.
+    new measurement's centre and mean diameter (``settings.spiculation``, raised to the hand-made score of the
+    second-longest spicule from 15 mm on, as the worker stores it), else the hand-made score. Returns the findings
+    updated.
 
     The other columns are left as the worker wrote them; the log reports how far the new mean diameter lies from
     the stored one (the same nodule, measured from its centroid instead of the detector's centre).

@@ -122,6 +122,7 @@ __all__ = [
     "evaluate_on_phantoms",
     "measure_nodule",
     "phantom_with_truth",
+    "spicule_score",
 ]
 
 
@@ -490,8 +491,14 @@ def _measure_in_patch(
         juxtapleural=juxtapleural,
         plateau_share=plateau,
         spicule_lengths_mm=tuple(round(v, 2) for v in spicules),
-        spiculation=round(min(1.0, spicules[0] / SPICULE_FULL_MM), 3) if spicules else 0.0,
+        spiculation=spicule_score(spicules[0]) if spicules else 0.0,
     )
+
+
+def spicule_score(length_mm: float) -> float:
+    """The spiculation score (0..1, rounded to 3 decimals) of a spicule reaching `length_mm` mm beyond the rim: its
+    length over :data:`SPICULE_FULL_MM`, capped at 1 (spiculated from :data:`SPICULATED_SCORE`, 1.6 mm)."""
+    return round(min(1.0, float(length_mm) / SPICULE_FULL_MM), 3)
 
 
 def _partial_volume_mm3(

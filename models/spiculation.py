@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from models.classifier import AIR_HU, window
-from models.measurement import SPICULE_FULL_MM
+from models.measurement import spicule_score
 from models.registry import RegisteredModel
 
 if TYPE_CHECKING:
@@ -218,11 +218,11 @@ def extract_nodule_patches(
 def several_spicules_score(spicule_lengths_mm: Sequence[float]) -> float:
     """The hand-made spiculation score (0..1, spiculated from 0.5) of a nodule whose spicules are
     `spicule_lengths_mm` (mm beyond the rim, longest first, as measured): that of the :data:`HANDMADE_SPICULES`-th
-    longest, its length over :data:`models.measurement.SPICULE_FULL_MM` capped at 1; 0 with fewer spicules."""
+    longest (:func:`models.measurement.spicule_score`); 0 with fewer spicules."""
     lengths = sorted((float(v) for v in spicule_lengths_mm), reverse=True)
     if len(lengths) < HANDMADE_SPICULES:
         return 0.0
-    return round(min(1.0, lengths[HANDMADE_SPICULES - 1] / SPICULE_FULL_MM), 3)
+    return spicule_score(lengths[HANDMADE_SPICULES - 1])
 
 
 def combined_spiculation(probability: float, handmade: float, diameter_mm: float) -> float:

@@ -30,7 +30,9 @@ Spiculation, where the finding gives it (:func:`measurement_from_finding`), make
 and enters Brock. Spicules do not come and go, so a tracked lesion's spiculation is read from all its looks: the
 mean log-odds of the spiculation probabilities of its observations so far, the current one included
 (:func:`pooled_spiculated`), as a reader who saw spicules on the prior CT reads them into a blurred follow-up, and
-one noisy look of a smooth lesion does not make it 4X.
+one noisy look of a smooth lesion does not make it 4X. For the same reason a stable lesion keeps its last category
+without the 4X when its looks together no longer read it spiculated (:func:`_carried_category`): the 4X came from
+a reading that the looks so far outvote, and carrying it would keep one noisy look's 4X for good.
 
 Inputs the findings cannot give are defaulted and listed in the study's ``assumptions``: spiculation where not
 measured (0, so no 4X), family history and emphysema (Brock: 0), a missing type (solid), a missing solid component
@@ -324,6 +326,7 @@ class _Lesion:
     centre_mm: Vector
     observations: list[tuple[int, Observation]]
     category: LungRads
+    before_features: LungRads | None = None  # for a 4X, its category before spiculation made it 4X
     brock: float | None = None
     vdt_days: float | None = None
     retrospective_first: bool = False  # its first observation is a candidate below the criteria, seen in retrospect
@@ -340,6 +343,15 @@ class _Lesion:
         if self.retrospective_first and len(self.observations) > 2:
             return self.observations[1]
         return self.observations[0]
+
+
+def _carried_category(lesion: _Lesion, nodule: Observation) -> LungRads:
+    """The prior category that ``lesion``, seen again as ``nodule`` (its spiculation read from all its looks), keeps
+    when stable: its last category, but a 4X that the looks no longer read spiculated goes back to the category it
+    had before the spiculation (3, 4A or 4B), which then steps down or stands as usual."""
+    if lesion.category is LungRads.CAT4X and not nodule.measurement.spiculated and lesion.before_features is not None:
+        return lesion.before_features
+    return lesion.category
 
 
 def follow_patient(studies: Sequence[StudyInput]) -> PatientResult:
@@ -412,7 +424,9 @@ def _assess_study(
             if interval <= 0:
                 interval, same_day = 1, True
             histories.append(
-                NoduleHistory.at_follow_up(nodule.measurement, prior.measurement, float(interval), lesion.category)
+                NoduleHistory.at_follow_up(
+                    nodule.measurement, prior.measurement, float(interval), _carried_category(lesion, nodule)
+                )
             )
             priors.append((ordered[prior_index], prior, lesion))
     if same_day:
@@ -480,7 +494,7 @@ def _assess_study(
             first_index, first_seen = lesion.growth_start()
             span = max(1, (study.study_date - ordered[first_index].study_date).days)
             vdt = volume_doubling_time_days(_volume(first_seen), _volume(nodule), float(span))
-        lesion.category, lesion.brock = assessment.category, brock
+        lesion.category, lesion.before_features, lesion.brock = assessment.category, assessment.before_features, brock
         lesion.vdt_days = vdt
         reason = assessment.reason
         if n in retro:

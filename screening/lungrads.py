@@ -79,10 +79,14 @@ MANAGEMENT: dict[LungRads, str] = {
 
 @dataclass(frozen=True)
 class Assessment:
-    """A Lung-RADS category with the reason: the rule applied and the values it was applied to."""
+    """A Lung-RADS category with the reason: the rule applied and the values it was applied to.
+
+    ``before_features``: for a 4X, the category (3, 4A or 4B) the nodule had before its suspicious feature made it
+    4X; None otherwise."""
 
     category: LungRads
     reason: str
+    before_features: LungRads | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +174,7 @@ def nodule_category(history: NoduleHistory) -> Assessment:
     else:
         category, reason = _follow_up(history, history.prior)
     if current.spiculated and category in SUSPICIOUS_FEATURE_ELIGIBLE:
-        return Assessment(C4X, f"{reason}; spiculated -> 4X")
+        return Assessment(C4X, f"{reason}; spiculated -> 4X", before_features=category)
     return Assessment(category, reason)
 
 

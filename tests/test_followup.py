@@ -15,13 +15,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import make_engine, make_sessionmaker, transaction
 from db.models import Assessment, Finding, Lesion, Patient, PatientStatus
 from models.measurement import SPICULATED_SCORE
-from screening import LocatedNodule, LungRads
+from screening import LocatedNodule, LungRads, lungrads
 from screening.alignment import align_studies
 from screening.longitudinal import (
     FOLLOW_UP_DAYS,
     SPICULATION_NOT_MEASURED,
     NoduleCriteria,
     Observation,
+    PatientResult,
     StudyInput,
     follow_patient,
     is_upper_lobe,
@@ -232,6 +233,29 @@ def test_a_lesion_keeps_the_spicules_seen_before_when_one_look_blurs_them() -> N
     assert [s.category for s in smooth_before.studies] == [LungRads.CAT3, LungRads.CAT2]  # not 4X on one look
     new = follow_patient([study(1, DAY0), study(2, DAY1, nodule(20, A, 9.0, spiculation=0.9))])
     assert new.studies[1].category is LungRads.CAT4X  # a new lesion has only its own look
+
+
+def test_a_stable_lesion_drops_a_4x_that_its_looks_together_no_longer_read() -> None:
+    early = dt.date(2021, 6, 26)  # 117 days: too early for a category 3 to step down
+
+    def patient(second: float, *, when: dt.date = early) -> PatientResult:
+        return follow_patient(
+            [
+                study(1, DAY0, nodule(10, A, 6.3, spiculation=0.77)),
+                study(2, when, nodule(20, A, 6.5, spiculation=second)),
+            ]
+        )
+
+    assert patient(0.19).studies[0].category is LungRads.CAT4X  # one look: 6.3 mm -> 3, spiculated -> 4X
+    smooth = patient(0.19).studies[1]  # log-odds 1.2 and -1.5: the looks together read it smooth
+    assert smooth.category is LungRads.CAT3 and "keeps prior category 3" in smooth.nodules[0].reason
+    assert patient(0.19, when=DAY1).studies[1].category is LungRads.CAT2  # 184 days: the 3 steps down as usual
+    assert patient(0.4).studies[1].category is LungRads.CAT4X  # 1.2 and -0.4: still spiculated, the 4X stands
+    assert lungrads.nodule_category(  # the category under a 4X is kept for this
+        lungrads.NoduleHistory.at_baseline(nodule(1, A, 9.0, spiculation=0.9).measurement)
+    ) == lungrads.Assessment(
+        LungRads.CAT4X, "solid 9.0 mm at baseline: 8 to < 15 mm -> 4A; spiculated -> 4X", before_features=LungRads.CAT4A
+    )
 
 
 def test_study_inputs_and_defaults() -> None:

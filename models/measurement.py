@@ -183,12 +183,15 @@ def measure_nodule(
     center_zyx_vox: tuple[float, float, float],
     *,
     approx_diameter_mm: float | None = None,
+    as_solid: bool = False,
 ) -> NoduleMeasurement:
     """Segment and measure the nodule at ``center_zyx_vox`` of ``hu``.
 
     ``hu``: HU volume, axis order (z, y, x); ``spacing_zyx_mm``: voxel size in mm (z, y, x);
     ``center_zyx_vox``: the candidate centre in voxel coordinates (z, y, x), within about two voxels of the
-    nodule; ``approx_diameter_mm``: the detector's size estimate, if any (sets the first patch size).
+    nodule; ``approx_diameter_mm``: the detector's size estimate, if any (sets the first patch size);
+    ``as_solid``: measure it as a solid nodule (boundary half-way to its soft-tissue level, no solid component)
+    whatever its densities say, for a nodule that another reader types solid.
 
     Raises ValueError, naming the centre and the reason, when there is no nodule at the centre (nothing
     denser than ground glass within two voxels, or only chest wall or mediastinum), when the centre lies
@@ -211,7 +214,7 @@ def measure_nodule(
     diameter = float(approx_diameter_mm) if approx_diameter_mm is not None else DEFAULT_DIAMETER_MM
     half = max(12.0, 1.5 * diameter + 6.0)
     while True:
-        result = _measure_in_patch(hu, spacing, centre, half, diameter)
+        result = _measure_in_patch(hu, spacing, centre, half, diameter, as_solid=as_solid)
         if result is not None:
             return result
         if half >= MAX_PATCH_HALF_MM:
@@ -337,9 +340,11 @@ def _measure_in_patch(
     half_mm: float,
     diameter_guess: float,
     debug: dict | None = None,
+    *,
+    as_solid: bool = False,
 ) -> NoduleMeasurement | None:
     """Measure in a patch of +-``half_mm``; None when the nodule touches the patch border. ``debug``, when
-    given, receives the intermediate masks (for diagnosis)."""
+    given, receives the intermediate masks (for diagnosis); ``as_solid``: see :func:`measure_nodule`."""
     step = float(np.clip(diameter_guess / 20.0, 0.35, 0.6))
     patch = _extract(hu, spacing, centre, half_mm, step)
     fine = patch.fine
@@ -415,6 +420,8 @@ def _measure_in_patch(
     deep = _depth_mm(region, step) >= CORE_DEPTH_SHARE * inscribed
     deep_values = _input_values(patch, _paste(region & deep, box, patch))
     nodule_type, glass_level, solid_level, plateau = _classify(values, deep_values, np.prod(spacing))
+    if as_solid:
+        nodule_type = NoduleType.SOLID
 
     # The boundary half-way between the lung and the nodule's outer density.
     outer_level = solid_level if nodule_type is NoduleType.SOLID else min(glass_level, SOLID_HU - 50.0)

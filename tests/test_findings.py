@@ -7,7 +7,7 @@ import pytest
 
 from models.candidates import Candidate
 from synth.phantom import make_phantom
-from workers.findings import Classification, describe_candidates
+from workers.findings import AS_SOLID_PROBABILITY, Classification, describe_candidates
 from workers.volume import Volume
 
 
@@ -43,3 +43,32 @@ def test_a_candidate_on_a_nodule_is_measured_and_one_in_air_is_not() -> None:
 
     assert unmeasured.long_axis_mm is None and unmeasured.diameter_mm == 5.0  # the detector's box, unmeasured
     assert unmeasured.probability == 0.1 and unmeasured.sop_instance_uid == "1.2.3.2"
+
+
+def test_a_small_nodule_measured_part_solid_is_measured_solid_where_the_classifier_types_it_solid() -> None:
+    from tests.test_measurement import CENTRE, GLASS_HU, SOLID_HU, ball, scene, voxel
+
+    spacing = (1.25, 0.7, 0.7)
+    hu = scene(60.0, spacing, [(ball(CENTRE, 4.0), GLASS_HU), (ball(CENTRE, 2.5), SOLID_HU)])  # 8 mm, 5 mm core
+    n = hu.shape[0]
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])[:, [2, 1, 0, 3]]
+    volume = Volume(
+        hu=hu,
+        spacing_zyx_mm=spacing,
+        affine=affine,
+        sop_instance_uids=tuple(f"1.2.3.{k}" for k in range(n)),
+        keys=tuple(f"slice-{k}" for k in range(n)),
+        frame_numbers=(None,) * n,
+    )
+    candidate = Candidate(center_zyx_vox=voxel(CENTRE, spacing), extent_zyx_mm=(8.0,) * 3, diameter_mm=8.0, score=0.9)
+
+    def described(solid_probability: float | None) -> tuple[str, float]:
+        verdict = Classification(0.99, "solid", solid_probability)
+        (finding,) = describe_candidates(volume, [candidate], [verdict])
+        return finding.nodule_type, finding.diameter_mm
+
+    as_measured = described(None)
+    assert as_measured[0] == "part_solid" and as_measured[1] == pytest.approx(8.0, abs=0.8)
+    assert described(AS_SOLID_PROBABILITY - 0.01) == as_measured  # the classifier not sure enough
+    solid = described(AS_SOLID_PROBABILITY)
+    assert solid[0] == "solid" and solid[1] == pytest.approx(5.0, abs=0.8)

@@ -189,6 +189,15 @@ def test_a_part_solid_nodule_is_typed_part_solid_with_its_cores_diameter() -> No
     assert measurement.nodule_type is NoduleType.PART_SOLID and measurement.solid_component_mm == m.solid_component_mm
 
 
+def test_measured_as_solid_a_part_solid_nodule_is_its_core() -> None:
+    spacing = (1.25, 0.7, 0.7)
+    hu = scene(60.0, spacing, [(ball(CENTRE, 7.0), GLASS_HU), (ball(CENTRE, 3.0), SOLID_HU)])
+    m = measure_nodule(hu, spacing, voxel(CENTRE, spacing), as_solid=True)
+
+    assert m.nodule_type is NoduleType.SOLID and m.solid_component_mm is None
+    assert m.mean_diameter_mm == pytest.approx(6.0, abs=0.8)  # the boundary half-way to soft tissue: the core
+
+
 def test_a_juxtapleural_nodule_is_cut_from_the_wall_and_measured_whole() -> None:
     spacing = (1.25, 0.7, 0.7)
     wall_y = 20.0

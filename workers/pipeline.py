@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from db.engine import transaction
 from db.results import AnalysisJob, analysis_lock, claim_analysis, record_failure, release_for_retry, write_findings
 from nightscan.storage import StorageError
+from screening.types import NoduleType
 from workers.context import WorkerContext
 from workers.decode import DecodeError
 from workers.findings import Classification, describe_candidates
@@ -234,7 +235,10 @@ def describe_study(
 def _classify(classifier: CandidateClassifier, volume: Volume, candidates: Sequence[Candidate]) -> list[Classification]:
     """The classifier's verdict on every candidate (nodule probability 0..1 and type), in the candidates' order."""
     verdicts = classifier.classify(volume.hu, volume.spacing_zyx_mm, [c.center_zyx_vox for c in candidates])
-    return [Classification(v.nodule_probability, v.nodule_type.value) for v in verdicts]
+    return [
+        Classification(v.nodule_probability, v.nodule_type.value, v.type_probabilities.get(NoduleType.SOLID))
+        for v in verdicts
+    ]
 
 
 VOUCHED_PROBABILITY = 0.5

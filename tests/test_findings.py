@@ -11,21 +11,27 @@ from workers.findings import AS_SOLID_PROBABILITY, Classification, describe_cand
 from workers.volume import Volume
 
 
-def test_a_candidate_on_a_nodule_is_measured_and_one_in_air_is_not() -> None:
-    phantom = make_phantom(np.random.default_rng([7, 1]), shape_zyx=(48, 96, 96), n_nodules=1)
-    nodule = phantom.nodules[0]
-    dz, dy, dx = phantom.spacing_zyx_mm
-    affine = np.zeros((4, 4))  # voxel (k, i, j) -> patient (x, y, z) = (j dx, i dy, k dz)
+def volume_of(hu: np.ndarray, spacing_zyx_mm: tuple[float, float, float]) -> Volume:
+    """``hu`` as a series of axial slices 1.2.3.k, voxel (k, i, j) at patient (x, y, z) = (j dx, i dy, k dz)."""
+    dz, dy, dx = spacing_zyx_mm
+    affine = np.zeros((4, 4))
     affine[0, 2], affine[1, 1], affine[2, 0], affine[3, 3] = dx, dy, dz, 1.0
-    n = phantom.hu.shape[0]
-    volume = Volume(
-        hu=phantom.hu.astype(np.float32),
-        spacing_zyx_mm=phantom.spacing_zyx_mm,
+    n = hu.shape[0]
+    return Volume(
+        hu=hu.astype(np.float32),
+        spacing_zyx_mm=spacing_zyx_mm,
         affine=affine,
         sop_instance_uids=tuple(f"1.2.3.{k}" for k in range(n)),
         keys=tuple(f"slice-{k}" for k in range(n)),
         frame_numbers=(None,) * n,
     )
+
+
+def test_a_candidate_on_a_nodule_is_measured_and_one_in_air_is_not() -> None:
+    phantom = make_phantom(np.random.default_rng([7, 1]), shape_zyx=(48, 96, 96), n_nodules=1)
+    nodule = phantom.nodules[0]
+    dz, dy, dx = phantom.spacing_zyx_mm
+    volume = volume_of(phantom.hu, phantom.spacing_zyx_mm)
     near = tuple(c + 0.6 for c in nodule.center_zyx_vox)  # a detector is a voxel or so off
     on_nodule = Candidate(center_zyx_vox=near, extent_zyx_mm=(9.0, 9.0, 9.0), diameter_mm=14.0, score=0.9)
     in_air = Candidate(center_zyx_vox=(2.0, 2.0, 2.0), extent_zyx_mm=(5.0, 5.0, 5.0), diameter_mm=5.0, score=0.2)
@@ -50,16 +56,7 @@ def test_a_small_nodule_measured_part_solid_is_measured_solid_where_the_classifi
 
     spacing = (1.25, 0.7, 0.7)
     hu = scene(60.0, spacing, [(ball(CENTRE, 4.0), GLASS_HU), (ball(CENTRE, 2.5), SOLID_HU)])  # 8 mm, 5 mm core
-    n = hu.shape[0]
-    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])[:, [2, 1, 0, 3]]
-    volume = Volume(
-        hu=hu,
-        spacing_zyx_mm=spacing,
-        affine=affine,
-        sop_instance_uids=tuple(f"1.2.3.{k}" for k in range(n)),
-        keys=tuple(f"slice-{k}" for k in range(n)),
-        frame_numbers=(None,) * n,
-    )
+    volume = volume_of(hu, spacing)
     candidate = Candidate(center_zyx_vox=voxel(CENTRE, spacing), extent_zyx_mm=(8.0,) * 3, diameter_mm=8.0, score=0.9)
 
     def described(solid_probability: float | None) -> tuple[str, float]:

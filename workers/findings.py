@@ -98,23 +98,25 @@ def _measure(
 ) -> NoduleMeasurement | None:
     """The candidate's measurement (None: no nodule there, logged), measured as solid where the classifier's type
     outweighs the measurement's (see the module docstring)."""
-    try:
-        measured = measure_nodule(
-            volume.hu, volume.spacing_zyx_mm, candidate.center_zyx_vox, approx_diameter_mm=candidate.diameter_mm
+
+    def measure(as_solid: bool) -> NoduleMeasurement:
+        return measure_nodule(
+            volume.hu,
+            volume.spacing_zyx_mm,
+            candidate.center_zyx_vox,
+            approx_diameter_mm=candidate.diameter_mm,
+            as_solid=as_solid,
         )
+
+    try:
+        measured = measure(as_solid=False)
     except ValueError as exc:
         log.info("candidate %d not measured: %s", n, exc)
         return None
     if not _measure_as_solid(measured, classification):
         return measured
     try:
-        return measure_nodule(
-            volume.hu,
-            volume.spacing_zyx_mm,
-            candidate.center_zyx_vox,
-            approx_diameter_mm=candidate.diameter_mm,
-            as_solid=True,
-        )
+        return measure(as_solid=True)
     except ValueError as exc:
         log.info("candidate %d not measured as solid, kept as part-solid: %s", n, exc)
         return measured

@@ -494,7 +494,9 @@ def _assess_study(
             first_index, first_seen = lesion.growth_start()
             span = max(1, (study.study_date - ordered[first_index].study_date).days)
             vdt = volume_doubling_time_days(_volume(first_seen), _volume(nodule), float(span))
-        lesion.category, lesion.before_features, lesion.brock = assessment.category, assessment.before_features, brock
+        if assessment.category is not LungRads.CAT4X or assessment.before_features is not None:
+            lesion.before_features = assessment.before_features  # a 4X carried as such keeps the category under it
+        lesion.category, lesion.brock = assessment.category, brock
         lesion.vdt_days = vdt
         reason = assessment.reason
         if n in retro:

@@ -258,6 +258,15 @@ def test_a_stable_lesion_drops_a_4x_that_its_looks_together_no_longer_read() -> 
     )
 
 
+def test_a_4x_carried_twice_keeps_the_category_under_it() -> None:
+    # 10 mm solid: 4A, spiculated -> 4X at the baseline; still read spiculated at DAY1, the 4X is carried; at DAY2
+    # the three looks together (log-odds 2.2, 2.2 and -4.6) read it smooth: the 4A under the 4X steps down to 3.
+    looks = [(1, DAY0, 0.9), (2, DAY1, 0.9), (3, DAY2, 0.01)]
+    result = follow_patient([study(key, day, nodule(key * 10, A, 10.0, spiculation=p)) for key, day, p in looks])
+    assert [s.category for s in result.studies] == [LungRads.CAT4X, LungRads.CAT4X, LungRads.CAT3]
+    assert "category 4A stable or decreased" in result.studies[2].nodules[0].reason
+
+
 def test_study_inputs_and_defaults() -> None:
     measurement, assumed = measurement_from_finding(nodule_type=None, diameter_mm=6.04)
     assert measurement.mean_diameter_mm == 6.0 and not measurement.spiculated

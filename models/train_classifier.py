@@ -54,7 +54,15 @@ from models.model_card import write_model_card
 from models.patch_augment import augment_patches, center_crop
 from models.plots import training_curves_plot
 from models.preprocessing import Preprocessing
-from models.registry import REGISTRY_PATH, ModelEntry, file_sha256, load_detector, register, training_command
+from models.registry import (
+    REGISTRY_PATH,
+    ModelEntry,
+    file_sha256,
+    load_classifier,
+    load_detector,
+    register,
+    training_command,
+)
 from models.train import EVAL_SHAPE_ZYX as ARCHIVE_SHAPE_ZYX  # the archive's studies, as the detector is tested
 from models.train import EVAL_SPACING_ZYX_MM as ARCHIVE_SPACING_ZYX_MM
 from screening.types import NoduleType
@@ -741,6 +749,7 @@ def train_classifier(
     recipe: PhantomRecipe | None = None,
     data_workers: int = 1,
     width: int = 8,
+    init_from: str | None = None,
 ) -> dict[str, Any]:
     """Build the candidate patches, train, choose the threshold on validation, measure on test, save and register.
 
@@ -787,7 +796,14 @@ def train_classifier(
     data_seconds = time.perf_counter() - started
 
     architecture = {**ARCHITECTURE, "kwargs": {**ARCHITECTURE["kwargs"], "width": width}}
-    model = build_from_architecture(architecture).to(device, memory_format=torch.channels_last_3d)  # faster on CPU
+    initial = None
+    if init_from is not None:
+        architecture, initial = initial_classifier(init_from, registry_path)
+        logger.info("fine-tuning %s", init_from)
+    model = build_from_architecture(architecture)
+    if initial is not None:
+        model.load_state_dict(initial)
+    model = model.to(device, memory_format=torch.channels_last_3d)  # faster on CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     total_steps = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -921,7 +937,8 @@ def train_classifier(
         f"{ARCHIVE_SHAPE_ZYX} at "
         f"{ARCHIVE_SPACING_ZYX_MM} mm, the others voxel z 1.0..3.0 mm, in-plane 1.0..2.8 mm), candidates of "
         f"{detector_ref} on the first {n_detector_volumes}: "
-        f"{len(train)} patches, {int(train.is_nodule.sum())} positive",
+        f"{len(train)} patches, {int(train.is_nodule.sum())} positive"
+        + (f"; fine-tuned from {init_from} ({epochs} epochs, lr <= {learning_rate:g})" if init_from else ""),
         "hit_rule": "candidate centre within diameter/2 of a true nodule centre (LUNA16)",
         "threshold": threshold,
         "type_categories": [t.value for t in TYPE_CATEGORIES],
@@ -976,6 +993,22 @@ def train_classifier(
     return metrics
 
 
+def initial_classifier(ref: str, registry_path: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The architecture and state dict of the registered classifier `ref` to fine-tune (its sha256 verified):
+    fine-tuning keeps the architecture of the model it starts from. ValueError naming `ref` when its builder or its
+    preprocessing is not this recipe's (the patches would not fit it)."""
+    classifier = load_classifier(ref, registry_path=registry_path)
+    entry = classifier.entry
+    if entry.architecture.get("builder") != ARCHITECTURE["builder"]:
+        builder = entry.architecture.get("builder")
+        raise ValueError(f"{ref} is built by {builder!r}, not this recipe's {ARCHITECTURE['builder']!r}")
+    if entry.preprocessing != PREPROCESSING:
+        raise ValueError(
+            f"{ref} reads patches {entry.preprocessing.version!r}, not this recipe's {PREPROCESSING.version!r}"
+        )
+    return entry.architecture, classifier.model.state_dict()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: `python -m models.train_classifier --out models/weights`."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1006,6 +1039,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-nodule-mm", type=float, default=MAX_NODULE_DIAMETER_MM, help="largest phantom nodule")
     parser.add_argument("--data-workers", type=int, default=1, help="processes drawing phantoms and detecting")
     parser.add_argument("--width", type=int, default=8, help="channels of the network's first layer")
+    parser.add_argument("--init-from", default=None, help="fine-tune this registered classifier (name@version)")
     args = parser.parse_args(argv)
     command = training_command("classifier", sys.argv[1:] if argv is None else argv)
     if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2:
@@ -1037,6 +1071,7 @@ def main(argv: list[str] | None = None) -> None:
         recipe=PhantomRecipe(args.min_nodule_mm, args.archive_share, args.eval_grid, args.max_nodule_mm),
         data_workers=args.data_workers,
         width=args.width,
+        init_from=args.init_from,
     )
 
 

@@ -38,6 +38,7 @@ from models.train_classifier import (
     choose_threshold,
     classification_loss,
     confusion_matrix,
+    initial_classifier,
     label_candidates,
     roc_auc,
     training_phantom,
@@ -195,6 +196,23 @@ def test_a_mismatched_weights_file_is_refused(tmp_path: Path) -> None:
     target.unlink()
     with pytest.raises(FileNotFoundError, match=r"nodule-classifier@0\.1\.0"):
         load_classifier(REF, registry_path=tmp_path / "registry.json")
+
+
+def test_fine_tuning_starts_from_the_registered_classifier(tmp_path: Path) -> None:
+    architecture, state = initial_classifier(REF)
+    shipped = load_classifier(REF).model.state_dict()
+    assert architecture == get_entry(REF).architecture  # its own width, whatever --width says
+    assert state.keys() == shipped.keys() and all(torch.equal(state[k], shipped[k]) for k in shipped)
+    with pytest.raises(ValueError, match="small_faster_rcnn_2p5d"):
+        initial_classifier("nodule-detector@0.3.0")
+    registry = json.loads(REGISTRY_PATH.read_text())
+    entry = next(m for m in registry["models"] if f"{m['name']}@{m['version']}" == REF)
+    entry["preprocessing"] = {**entry["preprocessing"], "spacing_zyx_mm": [1.0, 1.0, 1.0], "version": "patch-1mm"}
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    (tmp_path / entry["weights"]).parent.mkdir(parents=True)
+    shutil.copy(REGISTRY_PATH.parent / entry["weights"], tmp_path / entry["weights"])
+    with pytest.raises(ValueError, match=r"nodule-classifier@0\.1\.0 reads patches 'patch-1mm'"):
+        initial_classifier(REF, tmp_path / "registry.json")  # the recipe's patches would not fit it
 
 
 def test_shipped_classifier_tells_a_solid_nodule_from_lung(classifier) -> None:

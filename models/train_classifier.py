@@ -995,13 +995,10 @@ def train_classifier(
 
 def initial_classifier(ref: str, registry_path: Path | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The architecture and state dict of the registered classifier `ref` to fine-tune (its sha256 verified):
-    fine-tuning keeps the architecture of the model it starts from. ValueError naming `ref` when its builder or its
-    preprocessing is not this recipe's (the patches would not fit it)."""
+    fine-tuning keeps the architecture of the model it starts from. ValueError when `ref` is no classifier
+    (:func:`models.registry.load_classifier` knows the builders) or reads other patches than this recipe's."""
     classifier = load_classifier(ref, registry_path=registry_path)
     entry = classifier.entry
-    if entry.architecture.get("builder") != ARCHITECTURE["builder"]:
-        builder = entry.architecture.get("builder")
-        raise ValueError(f"{ref} is built by {builder!r}, not this recipe's {ARCHITECTURE['builder']!r}")
     if entry.preprocessing != PREPROCESSING:
         raise ValueError(
             f"{ref} reads patches {entry.preprocessing.version!r}, not this recipe's {PREPROCESSING.version!r}"

@@ -545,19 +545,45 @@ def _validate(model: torch.nn.Module, data: PatchSet) -> tuple[dict[str, float],
     )
 
 
-def _sampler(data: PatchSet, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+def batch_indices(
+    data: PatchSet, batch_size: int, rng: np.random.Generator, row_weight: np.ndarray | None = None
+) -> np.ndarray:
     """Indices of one batch: half positives (those < SMALL_NODULE_MM twice as likely), half negatives mixed by
-    source as NEGATIVE_MIX says."""
+    source as NEGATIVE_MIX says; within each pool, rows are drawn in proportion to `row_weight` (N,) when given
+    (:func:`mistake_weights`)."""
     n_pos = batch_size // 2
     pools = {s: np.flatnonzero(~data.is_nodule & (data.source == SOURCES.index(s))) for s in NEGATIVE_MIX}
     pools = {s: p for s, p in pools.items() if len(p)}
     weights = np.array([NEGATIVE_MIX[s] for s in pools])
-    chosen = rng.choice(len(pools), size=batch_size - n_pos, p=weights / weights.sum())
-    negatives = [rng.choice(pools[list(pools)[k]]) for k in chosen]
+    chosen = [list(pools)[k] for k in rng.choice(len(pools), size=batch_size - n_pos, p=weights / weights.sum())]
+    if row_weight is None:  # uniform within each pool (the draws of the recipes before row weights)
+        negatives = [rng.choice(pools[s]) for s in chosen]
+        row_weight = np.ones(len(data))
+    else:
+        within = {s: row_weight[p] / row_weight[p].sum() for s, p in pools.items()}
+        negatives = [rng.choice(pools[s], p=within[s]) for s in chosen]
     pool = np.flatnonzero(data.is_nodule)
-    weight = np.where(data.diameter_mm[pool] < SMALL_NODULE_MM, 2.0, 1.0)
+    weight = np.where(data.diameter_mm[pool] < SMALL_NODULE_MM, 2.0, 1.0) * row_weight[pool]
     positives = rng.choice(pool, size=n_pos, p=weight / weight.sum())
     return np.concatenate([positives, np.asarray(negatives, dtype=np.int64)])
+
+
+def mistake_weights(model: torch.nn.Module, data: PatchSet, factor: float) -> np.ndarray:
+    """Sampling weight (N,) of each row of `data` for fine-tuning `model`: `factor` for the rows it gets wrong on
+    their centre view (a nodule under probability 0.5, a negative at 0.5 or more), 1 for the others."""
+    if factor < 1.0:
+        raise ValueError(f"the mistakes' weight must be >= 1, got {factor}")
+    probability, _ = predict(model, data.patches)
+    wrong = (probability >= 0.5) != data.is_nodule
+    logger.info(
+        "the starting model gets %d of %d nodules and %d of %d negatives wrong; they are drawn %g times as often",
+        int((wrong & data.is_nodule).sum()),
+        int(data.is_nodule.sum()),
+        int((wrong & ~data.is_nodule).sum()),
+        int((~data.is_nodule).sum()),
+        factor,
+    )
+    return np.where(wrong, factor, 1.0)
 
 
 def evaluate_on_phantoms(
@@ -750,6 +776,7 @@ def train_classifier(
     data_workers: int = 1,
     width: int = 8,
     init_from: str | None = None,
+    mistake_weight: float = 1.0,
 ) -> dict[str, Any]:
     """Build the candidate patches, train, choose the threshold on validation, measure on test, save and register.
 
@@ -757,6 +784,8 @@ def train_classifier(
     into `out_dir`, the entry into the registry (`models/registry.json` unless `registry_path`) and the model card.
     `patch_cache` (.npz): training patches are read from it when it exists, else written to it (for trying
     training settings without rebuilding them; delete it when the training data settings change).
+    `init_from` (name@version): fine-tune that registered classifier; the training rows it gets wrong are then
+    drawn `mistake_weight` times as often (:func:`mistake_weights`).
     """
     started = time.perf_counter()
     if num_threads:
@@ -801,8 +830,10 @@ def train_classifier(
         architecture, initial = initial_classifier(init_from, registry_path)
         logger.info("fine-tuning %s", init_from)
     model = build_from_architecture(architecture)
+    row_weight = None
     if initial is not None:
         model.load_state_dict(initial)
+        row_weight = mistake_weights(model, train, mistake_weight)
     model = model.to(device, memory_format=torch.channels_last_3d)  # faster on CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     total_steps = epochs * steps_per_epoch
@@ -825,7 +856,7 @@ def train_classifier(
             model.train()
             losses = []
             for _ in range(steps_per_epoch):
-                index = _sampler(train, batch_size, rng)
+                index = batch_indices(train, batch_size, rng, row_weight)
                 inputs = augment(torch.from_numpy(train.patches[index]), gen)
                 inputs = inputs.to(device, memory_format=torch.channels_last_3d)
                 is_nodule = torch.from_numpy(train.is_nodule[index]).to(device)
@@ -938,7 +969,12 @@ def train_classifier(
         f"{ARCHIVE_SPACING_ZYX_MM} mm, the others voxel z 1.0..3.0 mm, in-plane 1.0..2.8 mm), candidates of "
         f"{detector_ref} on the first {n_detector_volumes}: "
         f"{len(train)} patches, {int(train.is_nodule.sum())} positive"
-        + (f"; fine-tuned from {init_from} ({epochs} epochs, lr <= {learning_rate:g})" if init_from else ""),
+        + (
+            f"; fine-tuned from {init_from} ({epochs} epochs, lr <= {learning_rate:g}, its mistakes drawn "
+            f"{mistake_weight:g} times as often)"
+            if init_from
+            else ""
+        ),
         "hit_rule": "candidate centre within diameter/2 of a true nodule centre (LUNA16)",
         "threshold": threshold,
         "type_categories": [t.value for t in TYPE_CATEGORIES],
@@ -1037,6 +1073,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-workers", type=int, default=1, help="processes drawing phantoms and detecting")
     parser.add_argument("--width", type=int, default=8, help="channels of the network's first layer")
     parser.add_argument("--init-from", default=None, help="fine-tune this registered classifier (name@version)")
+    parser.add_argument(
+        "--mistake-weight", type=float, default=1.0, help="fine-tuning: draw the rows it gets wrong this many times"
+    )
     args = parser.parse_args(argv)
     command = training_command("classifier", sys.argv[1:] if argv is None else argv)
     if args.epochs < 1 or args.steps_per_epoch < 1 or args.batch_size < 2:
@@ -1069,6 +1108,7 @@ def main(argv: list[str] | None = None) -> None:
         data_workers=args.data_workers,
         width=args.width,
         init_from=args.init_from,
+        mistake_weight=args.mistake_weight,
     )
 
 

@@ -30,13 +30,14 @@ __all__ = ["MAX_NODULES", "NoduleKind", "NoduleTruth", "Phantom", "make_phantom"
 
 @dataclass(frozen=True)
 class NoduleTruth:
-    """One true nodule: centre in voxel coordinates (z, y, x), Lung-RADS mean diameter in mm, type, and whether
-    it carries spicules (only solid and part-solid nodules do)."""
+    """One true nodule: centre in voxel coordinates (z, y, x), Lung-RADS mean diameter in mm, type, whether
+    it carries spicules (only solid and part-solid nodules do) and whether it touches the pleura."""
 
     center_zyx_vox: tuple[float, float, float]
     diameter_mm: float
     kind: NoduleKind = NoduleKind.SOLID
     spiculated: bool = False
+    juxtapleural: bool = False
 
 
 @dataclass
@@ -111,7 +112,9 @@ def make_phantom(
         margin = diameter / 2 / np.array(spacing_zyx_mm)
         if all(margin[a] <= voxel[a] <= shape_zyx[a] - 1 - margin[a] for a in range(3)):
             shapes.append(shape)
-            truths.append(NoduleTruth(voxel, measure(shape, 1.0).mean_diameter_mm, kind, shape.spiculated))
+            truths.append(
+                NoduleTruth(voxel, measure(shape, 1.0).mean_diameter_mm, kind, shape.spiculated, shape.juxtapleural)
+            )
     hu = render_study(
         anatomy, [(s, 1.0) for s in shapes], pose, grid, mas=float(rng.uniform(25, 80)), rng=noise_rng or rng
     )

@@ -28,10 +28,13 @@ from models.registry import (
 from models.train_classifier import (
     ARCHIVE_SHAPE_ZYX,
     ARCHIVE_SPACING_ZYX_MM,
+    SOURCES,
     TYPE_ACCURACY_TARGET,
     PatchPlan,
+    PatchSet,
     PhantomRecipe,
     augment,
+    batch_indices,
     binary_metrics,
     build_patches,
     center_view,
@@ -40,6 +43,7 @@ from models.train_classifier import (
     confusion_matrix,
     initial_classifier,
     label_candidates,
+    mistake_weights,
     roc_auc,
     training_phantom,
 )
@@ -213,6 +217,34 @@ def test_fine_tuning_starts_from_the_registered_classifier(tmp_path: Path) -> No
     shutil.copy(REGISTRY_PATH.parent / entry["weights"], tmp_path / entry["weights"])
     with pytest.raises(ValueError, match=r"nodule-classifier@0\.1\.0 reads patches 'patch-1mm'"):
         initial_classifier(REF, tmp_path / "registry.json")  # the recipe's patches would not fit it
+
+
+class _MeanHu(torch.nn.Module):
+    """Nodule logit = the patch's mean input (0..1 window) x 40 - 20: bright patches read as nodules."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.mean(dim=(1, 2, 3, 4)) * 40 - 20, torch.zeros(len(x), 3)
+
+
+def test_fine_tuning_draws_the_starting_models_mistakes_more_often() -> None:
+    bright, dark = np.full((36, 36, 36), 300, np.int16), np.full((36, 36, 36), -1000, np.int16)
+    # Rows: a bright nodule (right), a dark nodule (wrong), a dark negative (right), a bright negative (wrong).
+    data = PatchSet(
+        patches=np.stack([bright, dark, dark, bright]),
+        is_nodule=np.array([True, True, False, False]),
+        kind=np.array([0, 0, -1, -1]),
+        source=np.array([SOURCES.index("nodule")] * 2 + [SOURCES.index("detector")] * 2),
+        diameter_mm=np.array([12.0, 12.0, np.nan, np.nan]),
+    )
+    weight = mistake_weights(_MeanHu(), data, 9.0)
+    assert weight.tolist() == [1.0, 9.0, 1.0, 9.0]
+    rng = np.random.default_rng(0)
+    drawn = np.concatenate([batch_indices(data, 8, rng, weight) for _ in range(500)])
+    counts = np.bincount(drawn, minlength=4)
+    assert counts[0] + counts[1] == counts[2] + counts[3] == 2000  # half positives, half negatives
+    assert 0.85 < counts[1] / 2000 < 0.95 and 0.85 < counts[3] / 2000 < 0.95  # 9 of 10 draws
+    with pytest.raises(ValueError, match=r"must be >= 1, got 0\.5"):
+        mistake_weights(_MeanHu(), data, 0.5)
 
 
 def test_shipped_classifier_tells_a_solid_nodule_from_lung(classifier) -> None:

@@ -260,6 +260,7 @@ def render_classifier_card(entry: ModelEntry) -> str:
         else ""
     )
     history = m.get("history", [])
+    kept_rule = m.get("kept_epoch_rule", "the best epoch by validation ROC AUC + type accuracy")
     return f"""# Model card: {entry.name} {entry.version}
 
 **{status}Trained on synthetic phantoms only. Not for clinical use.** False-positive reduction and nodule
@@ -293,8 +294,8 @@ lung boundary (chest wall) and lung parenchyma. Batches are half positives (nodu
 often: their type is the hard part); negatives are drawn 40 % detector
 false positives, 30 % vessels, 15 % chest wall, 15 % parenchyma. Augmentation: flips on every axis, 90-degree
 axial rotations, scaling 0.9..1.1, sub-voxel shifts, HU offset and contrast jitter, extra noise. Loss: binary
-cross-entropy plus the type cross-entropy on positives only; AdamW with a one-cycle schedule; the best epoch by
-validation ROC AUC + type accuracy is kept (epoch {m.get("best_epoch", "n/a")} of {len(history)}).
+cross-entropy plus the type cross-entropy on positives only; AdamW with a one-cycle schedule; kept: {kept_rule}
+(epoch {m.get("best_epoch", "n/a")} of {len(history)}).
 
 ## Measured performance (held-out synthetic phantoms)
 

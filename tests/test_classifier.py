@@ -45,6 +45,7 @@ from models.train_classifier import (
     label_candidates,
     mistake_weights,
     roc_auc,
+    train_classifier,
     training_phantom,
 )
 from screening.types import NoduleType
@@ -245,6 +246,8 @@ def test_fine_tuning_draws_the_starting_models_mistakes_more_often() -> None:
     assert 0.85 < counts[1] / 2000 < 0.95 and 0.85 < counts[3] / 2000 < 0.95  # 9 of 10 draws
     with pytest.raises(ValueError, match=r"must be >= 1, got 0\.5"):
         mistake_weights(_MeanHu(), data, 0.5)
+    with pytest.raises(ValueError, match="keep must be 'best' or 'last', got 'worst'"):
+        train_classifier(Path("/nonexistent"), keep="worst")  # refused before any work
 
 
 def test_shipped_classifier_tells_a_solid_nodule_from_lung(classifier) -> None:

@@ -261,6 +261,7 @@ def render_classifier_card(entry: ModelEntry) -> str:
     )
     history = m.get("history", [])
     kept_rule = m.get("kept_epoch_rule", "the best epoch by validation ROC AUC + type accuracy")
+    start = f"initialised from {m['init_from']}" if m.get("init_from") else "random initialisation"
     return f"""# Model card: {entry.name} {entry.version}
 
 **{status}Trained on synthetic phantoms only. Not for clinical use.** False-positive reduction and nodule
@@ -277,8 +278,8 @@ candidates, which depends on the detector's threshold and on how many vessels a 
 
 - Architecture: 3-D CNN, builder `{entry.architecture["builder"]}` with {kwargs}: a stride-2 3x3x3 stem and
   three blocks of two 3x3x3 convolutions (BatchNorm, ReLU) with max pooling between them, global average and
-  max pooling, then a nodule-or-not head and a type head; {m.get("n_parameters", "n/a")} parameters; random
-  initialisation.
+  max pooling, then a nodule-or-not head and a type head; {m.get("n_parameters", "n/a")} parameters;
+  {start}.
 - Preprocessing `{prep.version}`: a cube of {kwargs.get("patch_size", "n/a")} voxels at {prep.spacing_zyx_mm} mm
   (z, y, x) sampled trilinearly from the input around the centre, air (-1000 HU) outside the volume, window
   {prep.window_hu[0]:g}..{prep.window_hu[1]:g} HU mapped to 0..1.
@@ -294,8 +295,8 @@ lung boundary (chest wall) and lung parenchyma. Batches are half positives (nodu
 often: their type is the hard part); negatives are drawn 40 % detector
 false positives, 30 % vessels, 15 % chest wall, 15 % parenchyma. Augmentation: flips on every axis, 90-degree
 axial rotations, scaling 0.9..1.1, sub-voxel shifts, HU offset and contrast jitter, extra noise. Loss: binary
-cross-entropy plus the type cross-entropy on positives only; AdamW with a one-cycle schedule; kept: {kept_rule}
-(epoch {m.get("best_epoch", "n/a")} of {len(history)}).
+cross-entropy plus the type cross-entropy on positives only; AdamW with a one-cycle schedule; kept:
+{kept_rule} (epoch {m.get("best_epoch", "n/a")} of {len(history)}).
 
 ## Measured performance (held-out synthetic phantoms)
 
@@ -341,7 +342,9 @@ sha256.
 - Small nodules (4..6 mm) at 2.5 mm voxels span two or three voxels: their type, part-solid above all, is the
   least reliable.
 - Negatives are this detector's false positives and random points; another detector's mistakes may differ.
-- Numbers above say the pipeline works, not that the model would work on patients.
+- Numbers above say the pipeline works, not that the model would work on patients.{
+        "".join(f"{chr(10)}- {note}" for note in m.get("notes", []))
+    }
 """
 
 

@@ -1004,7 +1004,10 @@ def train_classifier(
             **val_metrics,
         },
         "best_epoch": best[1],
-        "kept_epoch_rule": "the last" if keep == "last" else "best validation ROC AUC + type accuracy",
+        "kept_epoch_rule": (
+            "the last epoch" if keep == "last" else "the best epoch by validation ROC AUC + type accuracy"
+        ),
+        "init_from": init_from,
         "n_parameters": n_params,
         "classify_seconds_per_scan_cpu_including_detection": round(classify_seconds, 3),
         "data_seconds": round(data_seconds, 1),

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     )
     detector: str = Field(default="nodule-detector@0.3.0", description="Detector model, name@version.")
     classifier: str | None = Field(
-        default="nodule-classifier@0.3.0",
+        default="nodule-classifier@0.4.0",
         description="Candidate classifier, name@version, run on the detector's candidates. Empty or 'none': off.",
     )
     spiculation: str | None = Field(

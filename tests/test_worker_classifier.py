@@ -20,7 +20,7 @@ from workers.context import WorkerContext
 from workers.findings import Classification
 from workers.pipeline import VOUCHED_PROBABILITY, run_analysis, vouched
 
-CLASSIFIER_REF = "nodule-classifier@0.3.0"
+CLASSIFIER_REF = "nodule-classifier@0.4.0"
 
 
 def test_the_classifier_setting(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -792,6 +792,8 @@ def train_classifier(
     """
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    if mistake_weight != 1.0 and init_from is None:
+        raise ValueError(f"mistake_weight {mistake_weight:g} needs a model to fine-tune (init_from), got none")
     started = time.perf_counter()
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -838,7 +840,8 @@ def train_classifier(
     row_weight = None
     if initial is not None:
         model.load_state_dict(initial)
-        row_weight = mistake_weights(model, train, mistake_weight)
+        if mistake_weight != 1.0:
+            row_weight = mistake_weights(model, train, mistake_weight)
     model = model.to(device, memory_format=torch.channels_last_3d)  # faster on CPU
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     total_steps = epochs * steps_per_epoch
@@ -975,8 +978,8 @@ def train_classifier(
         f"{detector_ref} on the first {n_detector_volumes}: "
         f"{len(train)} patches, {int(train.is_nodule.sum())} positive"
         + (
-            f"; fine-tuned from {init_from} ({epochs} epochs, lr <= {learning_rate:g}, its mistakes drawn "
-            f"{mistake_weight:g} times as often)"
+            f"; fine-tuned from {init_from} ({epochs} epochs, lr <= {learning_rate:g}"
+            + (f", its mistakes drawn {mistake_weight:g} times as often)" if mistake_weight != 1.0 else ")")
             if init_from
             else ""
         ),

@@ -248,6 +248,8 @@ def test_fine_tuning_draws_the_starting_models_mistakes_more_often() -> None:
         mistake_weights(_MeanHu(), data, 0.5)
     with pytest.raises(ValueError, match="keep must be 'best' or 'last', got 'worst'"):
         train_classifier(Path("/nonexistent"), keep="worst")  # refused before any work
+    with pytest.raises(ValueError, match="mistake_weight 4 needs a model to fine-tune"):
+        train_classifier(Path("/nonexistent"), mistake_weight=4.0)  # no starting model to make mistakes
 
 
 def test_shipped_classifier_tells_a_solid_nodule_from_lung(classifier) -> None:

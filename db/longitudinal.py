@@ -85,7 +85,8 @@ class PatientRows:
 @dataclass(frozen=True, slots=True)
 class LesionWrite:
     """One lesion to store: its findings (IDs), status, latest type, first and last dates, latest mean diameter
-    (mm), VDT from its first observation to its latest (days) and latest Brock probability (0 to 1)."""
+    (mm), VDT from its first observation to its latest (days) and latest Brock probability (0 to 1), and the
+    shortest and longest VDT (days) its two volumes allow (longest None: growth within the measurements' noise)."""
 
     finding_ids: tuple[int, ...]
     status: str
@@ -95,6 +96,8 @@ class LesionWrite:
     diameter_mm: float | None
     vdt_days: float | None
     brock_probability: float | None
+    vdt_shortest_days: float | None = None
+    vdt_longest_days: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +328,8 @@ def _write_lesions(
             "last_seen": new.last_seen,
             "diameter_mm": new.diameter_mm,
             "vdt_days": new.vdt_days,
+            "vdt_shortest_days": new.vdt_shortest_days,
+            "vdt_longest_days": new.vdt_longest_days,
             "brock_probability": new.brock_probability,
             "n_observations": len(new.finding_ids),
         }

@@ -295,6 +295,9 @@ class Lesion(Base):
     ``label`` numbers the patient's lesions 1, 2, ... per (patient, model) in order of first sighting
     and stays the same when the longitudinal step runs again (shown ``L1``, ``L2``). Sizes in mm, VDT in
     days; ``vdt_days`` is None with fewer than two observations or when the lesion did not grow.
+    ``vdt_shortest_days`` and ``vdt_longest_days`` bound the VDT its two volumes allow
+    (:func:`screening.growth.vdt_range_days`); the longest is None when the growth lies within the noise of the
+    measurements (not shown), and both are None with no ``vdt_days``.
     """
 
     __tablename__ = "lesions"
@@ -310,6 +313,8 @@ class Lesion(Base):
     last_seen: Mapped[date | None] = mapped_column(Date)
     diameter_mm: Mapped[float | None] = mapped_column(Float)  # latest mean diameter
     vdt_days: Mapped[float | None] = mapped_column(Float)  # from its first observation to its latest
+    vdt_shortest_days: Mapped[float | None] = mapped_column(Float)
+    vdt_longest_days: Mapped[float | None] = mapped_column(Float)  # None: growth within the measurements' noise
     brock_probability: Mapped[float | None] = mapped_column(Float)  # latest, 0..1
     n_observations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

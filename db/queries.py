@@ -94,6 +94,8 @@ class TimelineLesion:
     vdt_days: float | None
     brock_probability: float | None  # 0..1
     observations: tuple[LesionObservation, ...]
+    vdt_shortest_days: float | None = None  # the VDT range its two volumes allow (days)
+    vdt_longest_days: float | None = None  # None: growth within the measurements' noise (or no VDT)
 
     @property
     def name(self) -> str:
@@ -203,6 +205,8 @@ def _lesions(session: Session, patient_id: int, model: str) -> tuple[TimelineLes
         Lesion.diameter_mm,
         Lesion.vdt_days,
         Lesion.brock_probability,
+        Lesion.vdt_shortest_days,
+        Lesion.vdt_longest_days,
     )
     rows = session.execute(
         select(
@@ -248,7 +252,7 @@ def _lesions(session: Session, patient_id: int, model: str) -> tuple[TimelineLes
             )
     timeline = []
     for values, observations in lesions.values():
-        lesion_id, label, status, nodule_type, first_seen, last_seen, diameter, vdt, brock = values
+        lesion_id, label, status, nodule_type, first_seen, last_seen, diameter, vdt, brock, shortest, longest = values
         timeline.append(
             TimelineLesion(
                 lesion_id=lesion_id,
@@ -261,6 +265,8 @@ def _lesions(session: Session, patient_id: int, model: str) -> tuple[TimelineLes
                 vdt_days=vdt,
                 brock_probability=brock,
                 observations=tuple(observations),
+                vdt_shortest_days=shortest,
+                vdt_longest_days=longest,
             )
         )
     return tuple(timeline)

@@ -138,6 +138,24 @@ def print_report(report: dict) -> None:
         f"{vdt['within_25pct']['lesion']} / {vdt['growing_6mm_plus_kept_twice']}",
         "all",
     )
+    if "growth_shown" in vdt:
+        shown = vdt["growth_shown"]
+        table.add_row(
+            "... of those whose growth the volumes show",
+            pct(vdt["within_25pct_where_growth_shown"] / shown if shown else None),
+            f"{vdt['within_25pct_where_growth_shown']} / {shown}",
+            "(not a target)",
+        )
+        table.add_row(
+            "VDT range holds the true VDT",
+            pct(
+                vdt["range_holds_truth"] / vdt["growing_6mm_plus_kept_twice"]
+                if vdt["growing_6mm_plus_kept_twice"]
+                else None
+            ),
+            f"{vdt['range_holds_truth']} / {vdt['growing_6mm_plus_kept_twice']}",
+            "(not a target)",
+        )
     console = Console(width=max(Console().width, 120))
     console.print(table)
     causes = Table(title="why Lung-RADS differs from the truth")

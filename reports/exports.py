@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from reports.schemas import FindingOut, RunOut, StudyDetailOut, TimelineOut, WorklistItemOut
+from screening.growth import describe_vdt_range
 
 
 class ExportFormat(StrEnum):
@@ -195,7 +196,7 @@ def patient_report(timeline: TimelineOut) -> Report:
     )
     lesions = Sheet(
         "lesions",
-        ("lesion", "status", "type", "first_seen", "last_seen", "diameters_mm", "vdt_days", "brock"),
+        ("lesion", "status", "type", "first_seen", "last_seen", "diameters_mm", "vdt_days", "vdt_range_days", "brock"),
         [
             (
                 le.label,
@@ -205,11 +206,12 @@ def patient_report(timeline: TimelineOut) -> Report:
                 le.last_seen,
                 " -> ".join(f"{p.diameter_mm:.1f}" for p in le.points),
                 le.vdt_days,
+                describe_vdt_range(le.vdt_shortest_days, le.vdt_longest_days),
                 le.brock_probability,
             )
             for le in timeline.lesions
         ],
-        caption="diameters: mean diameter at each study, oldest first",
+        caption="diameters: mean diameter at each study, oldest first; VDT range: what the measurements' noise allows",
     )
     seen: dict[str, list[tuple[Any, ...]]] = {}
     for le in timeline.lesions:

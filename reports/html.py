@@ -20,6 +20,7 @@ from reports.key_images import KeyImage, key_images
 from reports.plots import lesion_growth_png
 from reports.records import timeline
 from reports.schemas import TimelineOut
+from screening.growth import describe_vdt_range
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -83,7 +84,17 @@ def patient_html(
         "studies",
     )
     lesions = _table(
-        ("lesion", "status", "type", "first seen", "last seen", "mean diameter (mm) per study", "VDT (days)", "Brock"),
+        (
+            "lesion",
+            "status",
+            "type",
+            "first seen",
+            "last seen",
+            "mean diameter (mm) per study",
+            "VDT (days)",
+            "VDT range (days)",
+            "Brock",
+        ),
         [
             (
                 le.label,
@@ -93,6 +104,7 @@ def patient_html(
                 le.last_seen,
                 " → ".join(f"{p.diameter_mm:.1f}" for p in le.points),
                 le.vdt_days,
+                describe_vdt_range(le.vdt_shortest_days, le.vdt_longest_days),
                 le.brock_probability,
             )
             for le in data.lesions

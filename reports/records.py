@@ -452,6 +452,8 @@ def timeline(session: Session, patient: Patient, model: str) -> TimelineOut:
                 last_seen=lesion.last_seen,
                 diameter_mm=lesion.diameter_mm,
                 vdt_days=lesion.vdt_days,
+                vdt_shortest_days=lesion.vdt_shortest_days,
+                vdt_longest_days=lesion.vdt_longest_days,
                 brock_probability=lesion.brock_probability,
                 points=[
                     LesionPointOut(

@@ -187,6 +187,12 @@ class LesionOut(Out):
     last_seen: date | None
     diameter_mm: float | None
     vdt_days: float | None = Field(description="Volume doubling time, days.")
+    vdt_shortest_days: float | None = Field(
+        None, description="Shortest VDT (days) the two volumes allow, given the measurements' noise."
+    )
+    vdt_longest_days: float | None = Field(
+        None, description="Longest VDT (days) the two volumes allow; null with a VDT: growth within the noise."
+    )
     brock_probability: float | None = Field(description="Brock malignancy probability, 0..1.")
     points: list[LesionPointOut] = []
 

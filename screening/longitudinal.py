@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from screening._checks import boolean, positive
 from screening.alignment import align_studies
 from screening.brock import AGE_CENTRE_YEARS, AGE_RANGE_YEARS, brock_probability
-from screening.growth import sphere_volume_mm3, volume_doubling_time_days
+from screening.growth import sphere_volume_mm3, vdt_range_days, volume_doubling_time_days
 from screening.lungrads import NoduleHistory, exam_category, nodule_category
 from screening.matching import LocatedNodule, Vector, match_nodules
 from screening.types import LungRads, Measurement, NoduleType, round_mm
@@ -166,8 +166,10 @@ class NoduleResult:
     benign-pattern nodules), VDT in days over the lesion's history up to this observation (from its first, or its
     first nodule look when a candidate seen in retrospect came before; None: first observation, or no finite VDT),
     whether the lesion is new at this study, the key of the previous study's candidate it was
-    matched to in retrospect (None: not looked back), and whether it is a candidate below the nodule criteria
-    kept because it lies at the place of a known lesion (``at_known_lesion``)."""
+    matched to in retrospect (None: not looked back), whether it is a candidate below the nodule criteria
+    kept because it lies at the place of a known lesion (``at_known_lesion``), and the range of VDT (days, shortest
+    and longest; longest None: growth within the measurements' noise) the two volumes allow
+    (:func:`screening.growth.vdt_range_days`; None where ``vdt_days`` is None)."""
 
     key: int
     lesion: int
@@ -178,6 +180,7 @@ class NoduleResult:
     new: bool
     retrospective: int | None = None
     at_known_lesion: bool = False
+    vdt_range_days: tuple[float, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,9 @@ class LesionResult:
     """One lesion over the patient's studies: (study index, nodule key) of each observation, whether it is in the
     latest study (``present``) or not (``resolved``), its latest type, size (mm) and Brock probability, and its VDT
     (days) from its first observation to its latest (from its first nodule look when it began as a candidate seen in
-    retrospect and was seen as a nodule twice since; None: seen once, or no finite VDT)."""
+    retrospect and was seen as a nodule twice since; None: seen once, or no finite VDT), with the range of VDT
+    (days, shortest and longest) the two volumes allow (:func:`screening.growth.vdt_range_days`; longest None: the
+    growth lies within the noise of the two measurements, so is not shown)."""
 
     index: int
     observations: tuple[tuple[int, int], ...]
@@ -214,6 +219,7 @@ class LesionResult:
     diameter_mm: float
     vdt_days: float | None
     brock_probability: float | None
+    vdt_range_days: tuple[float, float | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,7 @@ class _Lesion:
     before_features: LungRads | None = None  # for a 4X, its category before spiculation made it 4X
     brock: float | None = None
     vdt_days: float | None = None
+    vdt_range_days: tuple[float, float | None] | None = None
     retrospective_first: bool = False  # its first observation is a candidate below the criteria, seen in retrospect
 
     @property
@@ -489,15 +496,22 @@ def _assess_study(
                 nodule.centre_mm[2] - translation[2],
             )
         lesion.observations.append((index, nodule))
-        vdt = None
+        vdt = vdt_range = None
         if prior is not None:  # over the lesion's history: the longest span, the least noise of measurement
             first_index, first_seen = lesion.growth_start()
             span = max(1, (study.study_date - ordered[first_index].study_date).days)
             vdt = volume_doubling_time_days(_volume(first_seen), _volume(nodule), float(span))
+            vdt_range = vdt_range_days(
+                _volume(first_seen),
+                _volume(nodule),
+                float(span),
+                first_seen.measurement.mean_diameter_mm,
+                nodule.measurement.mean_diameter_mm,
+            )
         if assessment.category is not LungRads.CAT4X or assessment.before_features is not None:
             lesion.before_features = assessment.before_features  # a 4X carried as such keeps the category under it
         lesion.category, lesion.brock = assessment.category, brock
-        lesion.vdt_days = vdt
+        lesion.vdt_days, lesion.vdt_range_days = vdt, vdt_range
         reason = assessment.reason
         if n in retro:
             reason += " (its prior: a candidate of the previous study below the nodule criteria, seen in retrospect)"
@@ -514,6 +528,7 @@ def _assess_study(
                 new=index > 0 and prior is None,
                 retrospective=retro[n].key if n in retro else None,
                 at_known_lesion=n >= len(study.nodules),
+                vdt_range_days=vdt_range,
             )
         )
     if defaulted:
@@ -645,4 +660,5 @@ def _lesion_result(lesion: _Lesion, ordered: Sequence[StudyInput], latest: int) 
         diameter_mm=last.measurement.mean_diameter_mm,
         vdt_days=lesion.vdt_days,
         brock_probability=lesion.brock,
+        vdt_range_days=lesion.vdt_range_days,
     )

@@ -17,6 +17,7 @@ from db.models import Assessment, Finding, Lesion, Patient, PatientStatus
 from models.measurement import SPICULATED_SCORE
 from screening import LocatedNodule, LungRads, lungrads
 from screening.alignment import align_studies
+from screening.growth import sphere_volume_mm3, vdt_range_days
 from screening.longitudinal import (
     FOLLOW_UP_DAYS,
     SPICULATION_NOT_MEASURED,
@@ -92,6 +93,11 @@ def test_a_shifted_patient_keeps_every_lesion() -> None:
     # VDT of A from the sphere volumes: 184 days x ln 2 / ln((8/6)^3)
     assert result.lesions[0].vdt_days == pytest.approx(184 * 0.693147 / (3 * 0.287682), rel=1e-4)
     assert follow_up.follow_up_due == DAY1  # 4B: diagnostic work-up now
+    # ... and the range its two volumes allow, from the volumes and diameters of the first and latest looks
+    assert result.lesions[0].vdt_range_days == pytest.approx(
+        vdt_range_days(sphere_volume_mm3(6.0), sphere_volume_mm3(8.0), 184, 6.0, 8.0)
+    )
+    assert next(n for n in follow_up.nodules if n.lesion == 0).vdt_range_days == result.lesions[0].vdt_range_days
 
 
 def test_a_new_nodule_and_a_resolved_one() -> None:
@@ -437,6 +443,8 @@ def test_the_step_tracks_a_shifted_patient_and_writes_its_rows(factory: sessionm
     assert lesions[1].vdt_days == pytest.approx(184 * 0.693147 / (3 * 0.287682), rel=1e-4)
     assert (lesions[1].first_seen, lesions[1].last_seen, lesions[1].diameter_mm) == (DAY0, DAY1, 8.0)
     assert lesions[3].first_seen == DAY1 and lesions[3].vdt_days is None
+    assert lesions[1].vdt_shortest_days < lesions[1].vdt_days < lesions[1].vdt_longest_days
+    assert lesions[3].vdt_shortest_days is None and lesions[3].vdt_longest_days is None
     assert 0 < lesions[1].brock_probability < 1
     assert (status.latest_analysis_id, status.lungrads, status.n_lesions) == (second[MODEL], "4B", 3)
     assert status.vdt_min_days == pytest.approx(lesions[1].vdt_days)

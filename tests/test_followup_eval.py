@@ -3,6 +3,7 @@ measurement, spiculation), the step, and a report whose figures add up."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from sqlalchemy import select
@@ -42,6 +43,14 @@ def test_a_tiny_archive_is_analysed_followed_and_scored(tmp_path: Path) -> None:
     kept = result["diameter_error"]["all"]["nodules"]
     assert kept == result["detection"]["found_and_kept"]
     assert report["sweep"][0]["lungrads_accuracy"] == result["lungrads_accuracy"]  # the same criteria, both paths
+    vdt = result["vdt"]
+    assert vdt["within_25pct_where_growth_shown"] <= vdt["growth_shown"] <= len(vdt["rows"])
+    holds = [
+        r["lesion_range"] is not None
+        and r["lesion_range"][0] <= r["true_vdt_days"] <= (r["lesion_range"][1] or math.inf)
+        for r in vdt["rows"]
+    ]
+    assert vdt["range_holds_truth"] == sum(holds)
 
     again = evaluate(spec, Settings(data_dir=tmp_path), sweep=())  # cached: only the step and the scoring run
     assert again["result"]["per_study"] == result["per_study"]

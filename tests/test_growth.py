@@ -7,6 +7,13 @@ import math
 import pytest
 
 from screening import VdtBand, assess_growth, sphere_volume_mm3, vdt_band, volume_doubling_time_days
+from screening.growth import (
+    VDT_RANGE_Z,
+    describe_vdt_range,
+    growth_shown,
+    vdt_range_days,
+    volume_log_sd,
+)
 
 
 @pytest.mark.parametrize(("diameter", "volume"), [(6.0, 113), (8.0, 268), (15.0, 1767)])
@@ -85,3 +92,34 @@ def test_assess_growth_solid_and_subsolid() -> None:
 def test_validation(call: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call()  # type: ignore[operator]
+
+
+def test_vdt_range_brackets_the_vdt_and_follows_the_volume_noise() -> None:
+    v1, v2 = sphere_volume_mm3(6.0), sphere_volume_mm3(8.0)
+    vdt = volume_doubling_time_days(v1, v2, 90)
+    shortest, longest = vdt_range_days(v1, v2, 90, 6.0, 8.0)
+    spread = VDT_RANGE_Z * math.hypot(volume_log_sd(6.0), volume_log_sd(8.0))
+    assert shortest == pytest.approx(90 * math.log(2) / (math.log(v2 / v1) + spread))
+    assert longest == pytest.approx(90 * math.log(2) / (math.log(v2 / v1) - spread))
+    assert shortest < vdt < longest
+    assert volume_log_sd(12.0) == pytest.approx(volume_log_sd(6.0) / 2)  # the edge is a smaller share of a larger one
+    wide = vdt_range_days(v1 / 8, v2 / 8, 90, 3.0, 4.0)  # the same ratio on nodules half the size: noisier
+    assert wide[0] < shortest and (wide[1] is None or wide[1] > longest)
+
+
+def test_growth_within_the_noise_has_no_longest_vdt() -> None:
+    v1 = sphere_volume_mm3(6.0)
+    v2 = v1 * math.exp(0.5 * VDT_RANGE_Z * math.hypot(volume_log_sd(6.0), volume_log_sd(6.1)))
+    vdt_range = vdt_range_days(v1, v2, 365, 6.0, 6.1)
+    assert vdt_range is not None and vdt_range[1] is None
+    assert vdt_range[0] < volume_doubling_time_days(v1, v2, 365)
+    assert not growth_shown(vdt_range)
+    assert growth_shown(vdt_range_days(sphere_volume_mm3(6.0), sphere_volume_mm3(8.0), 90, 6.0, 8.0))
+    assert vdt_range_days(200.0, 150.0, 365, 7.0, 6.6) is None  # shrinking: no finite VDT to bound
+    assert not growth_shown(None)
+
+
+def test_vdt_range_as_reports_show_it() -> None:
+    assert describe_vdt_range(56.3, 100.9) == "56-101"
+    assert describe_vdt_range(310.0, None) == ">= 310: growth not shown"
+    assert describe_vdt_range(None, None) == ""

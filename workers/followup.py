@@ -186,6 +186,8 @@ def _writes(
             diameter_mm=lesion.diameter_mm,
             vdt_days=lesion.vdt_days,
             brock_probability=lesion.brock_probability,
+            vdt_shortest_days=None if lesion.vdt_range_days is None else lesion.vdt_range_days[0],
+            vdt_longest_days=None if lesion.vdt_range_days is None else lesion.vdt_range_days[1],
         )
         for lesion in result.lesions
     ]

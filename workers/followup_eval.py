@@ -50,7 +50,7 @@ from models.measurement import SPICULATED_SCORE
 from nightscan.runtime import session_factory
 from nightscan.settings import Settings
 from nightscan.storage import open_storage
-from screening.growth import sphere_volume_mm3, volume_doubling_time_days
+from screening.growth import growth_shown, sphere_volume_mm3, volume_doubling_time_days
 from screening.longitudinal import (
     FOLLOW_UP_DAYS,
     LesionResult,
@@ -683,6 +683,11 @@ def _score_vdt(
     alternatives measured for the analysis: the last two observations, with measured volumes, the first to the
     last with the sphere of the mean diameter, and a least-squares fit of ln(volume) against time over every
     observation.
+
+    ``lesion_range``: the range of VDT (days) the lesion's two volumes allow (:func:`screening.growth.vdt_range_days`;
+    longest None: growth within the measurements' noise). The summary counts the lesions whose range holds the
+    true VDT, those whose growth it shows (an upper end), and of these, those within 25 %: a VDT from a volume
+    change within the noise of two measurements cannot be expected within 25 %.
     """
     observed: dict[int, tuple[Observation, dt.date]] = {
         nodule.key: (nodule, study.study_date)
@@ -714,6 +719,7 @@ def _score_vdt(
                 "largest_mm": largest[track.track_id],
                 "observations": len(series),
                 "lesion": lesion.vdt_days if lesion is not None else None,
+                "lesion_range": lesion.vdt_range_days if lesion is not None else None,
                 "last_two_volume": _vdt(_volume(series[-2][1]), _volume(last), (d1 - series[-2][0]).days),
                 "first_last_volume": _vdt(_volume(first), _volume(last), days),
                 "first_last_sphere": _vdt(
@@ -733,6 +739,7 @@ def _score_vdt(
         )
         for name in estimators
     }
+    shown = [row for row in rows if growth_shown(row["lesion_range"])]
     return {
         "growing_6mm_plus_kept_twice": len(rows),
         "growing_6mm_plus_in_truth": sum(
@@ -742,8 +749,21 @@ def _score_vdt(
         ),
         "within_25pct": within,
         "accuracy": within["lesion"] / len(rows) if rows else None,
+        "range_holds_truth": sum(_in_range(row["lesion_range"], row["true_vdt_days"]) for row in rows),
+        "growth_shown": len(shown),
+        "within_25pct_where_growth_shown": sum(
+            abs(row["lesion"] - row["true_vdt_days"]) <= VDT_TOLERANCE * row["true_vdt_days"] for row in shown
+        ),
         "rows": rows,
     }
+
+
+def _in_range(vdt_range: tuple[float, float | None] | None, vdt_days: float) -> bool:
+    """True when ``vdt_days`` lies in ``vdt_range`` (shortest, longest; longest None: no upper end)."""
+    if vdt_range is None:
+        return False
+    shortest, longest = vdt_range
+    return shortest <= vdt_days and (longest is None or vdt_days <= longest)
 
 
 def _volume(nodule: Observation) -> float:

@@ -178,3 +178,47 @@ def diameter_scatter_plot(
     ax.set_title(f"{title}\n{summary}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def vdt_plot(
+    lesions: Sequence[tuple[float, float, tuple[float, float | None] | None]],
+    path: Path | str,
+    *,
+    title: str = "volume doubling time",
+    tolerance: float = 0.25,
+) -> Path:
+    """Measured VDT (days, y) against the true VDT (days, x) on log axes, one point per lesion: (true, measured,
+    range), the range (shortest, longest; longest None: growth not shown) drawn as a bar, open upwards with an
+    arrow when it has no longest. The identity line and the band of ``tolerance`` (a share of the truth) around it
+    are drawn; points within the band are filled, the others hollow."""
+    if not lesions:
+        raise ValueError("vdt_plot needs at least one lesion, got none")
+    fig = Figure(figsize=(6.4, 5.2))
+    ax = fig.add_subplot()
+    values = [v for true, measured, _ in lesions for v in (true, measured)]
+    low, high = min(values) / 1.6, max(values) * 1.6
+    xs = np.geomspace(low, high, 50)
+    ax.fill_between(xs, xs * (1 - tolerance), xs * (1 + tolerance), color="tab:green", alpha=0.15, lw=0)
+    ax.plot(xs, xs, "-", color="tab:green", lw=1, label=f"truth, within {tolerance:.0%} shaded")
+    within = 0
+    for true, measured, vdt_range in lesions:
+        inside = abs(measured - true) <= tolerance * true
+        within += inside
+        colour = "tab:blue" if inside else "tab:red"
+        if vdt_range is not None:
+            shortest, longest = vdt_range
+            ax.plot([true, true], [shortest, longest if longest is not None else high], "-", color=colour, lw=0.8)
+            if longest is None:
+                ax.plot([true], [high], "^", color=colour, ms=4)
+        ax.plot([true], [measured], "o", ms=4, color=colour, mfc=colour if inside else "white")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(low, high)
+    ax.set_ylim(low, high * 1.05)
+    ax.set_xlabel("true VDT (days)")
+    ax.set_ylabel("measured VDT (days), bar: the range the volumes allow")
+    ax.grid(True, which="major", alpha=0.4)
+    ax.legend(loc="upper left")
+    ax.set_title(f"{title}\n{within} of {len(lesions)} within {tolerance:.0%}; arrow: growth not shown", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)

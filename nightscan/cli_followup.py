@@ -104,6 +104,23 @@ def evaluate(
     report = run_evaluation(spec, settings, out_path=Path(out_path), synth_workers=synth_workers)
     print_report(report)
     click.echo(f"report: {out_path}")
+    from workers.followup_plots import plot_reports
+
+    for path in plot_reports([Path(out_path)], Path(out_path).parent, name=Path(out_path).stem):
+        click.echo(f"plot: {path}")
+
+
+@follow_up.command("plot")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="bench/results", show_default=True)
+@click.option("--name", default="longitudinal_eval", show_default=True, help="File names: NAME_lungrads.png, ...")
+def plot(reports: tuple[str, ...], out_dir: str, name: str) -> None:
+    """Plot evaluation reports (pooled when several): the Lung-RADS confusion matrix and measured against true VDT,
+    with each lesion's VDT range."""
+    from workers.followup_plots import plot_reports
+
+    for path in plot_reports([Path(r) for r in reports], Path(out_dir), name=name):
+        click.echo(f"plot: {path}")
 
 
 def print_report(report: dict) -> None:

@@ -22,7 +22,7 @@ def pooled_confusion(reports: Sequence[dict]) -> tuple[list[str], np.ndarray]:
     over ``reports``' per-study rows."""
     studies = [row for report in reports for row in report["result"]["per_study"]]
     seen = {row["truth"] for row in studies} | {row["assessed"] for row in studies}
-    labels = [c for c in ("0", *CATEGORIES) if c in seen or c in CATEGORIES]
+    labels = ["0", *CATEGORIES] if "0" in seen else list(CATEGORIES)
     unknown = seen - set(labels)
     if unknown:
         raise ValueError(f"categories {sorted(unknown)} are not Lung-RADS categories {labels}")

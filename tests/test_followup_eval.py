@@ -36,6 +36,13 @@ def test_a_tiny_archive_is_analysed_followed_and_scored(tmp_path: Path) -> None:
     assert result["lungrads_agree"] == sum(s["truth"] == s["assessed"] for s in result["per_study"])
     assert 0.0 <= result["lungrads_accuracy"] <= result["same_next_step"] <= 1.0
     assert sum(result["lungrads_causes"].values()) == result["studies"] - result["lungrads_agree"]
+    for study in result["per_study"]:  # each disagreement carries its nodules and findings; the others do not
+        assert ("detail" in study) == bool(study["cause"])
+        if study["cause"]:
+            nodules = study["detail"]["nodules"]
+            assert (
+                len(nodules) == study["true_nodules"] and sum(n["found"] is not None for n in nodules) == study["found"]
+            )
     by_fp = [s for s in result["per_study"] if s["set_by_false_positive"]]
     assert result["lungrads_agree_set_by_false_positive"] == len(by_fp) <= result["lungrads_agree"]
     assert all(s["truth"] == s["assessed"] != "1" for s in by_fp)
@@ -108,3 +115,37 @@ def test_a_true_nodule_is_matched_to_its_kept_finding_before_a_nearer_duplicate(
     assert (hit.finding_id, hit.kept) == (243, True)
     (hit,) = _match_truth(study, findings, kept=set())
     assert (hit.finding_id, hit.kept) == (247, False)
+
+
+def test_a_disagreement_shows_each_true_nodule_with_its_finding_and_the_kept_false_positives() -> None:
+    """Truth 3 from a part-solid nodule measured ground glass; a 4 mm nodule missed; a kept finding on no nodule.
+    The report's detail says so without the database."""
+    import datetime as dt
+
+    from db.longitudinal import FindingRow
+    from screening.longitudinal import StudyResult
+    from screening.types import LungRads
+    from synth.manifest import NoduleRecord, StudyTruth
+    from workers.followup_eval import _disagreement_detail, _match_truth
+
+    part_solid = NoduleRecord("P-L1", (0.0, 0.0, 0.0), (0.0, 0.0, 0.0), 7.2, "part_solid", solid_component_mm=2.7)
+    small = NoduleRecord("P-L2", (40.0, 0.0, 0.0), (0.0, 0.0, 0.0), 4.0, "solid", lung_rads="2")
+    truth = StudyTruth(
+        "P", "1.2", "1.3", "20260101", 10, (10, 10, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), [part_solid, small]
+    )
+    findings = [
+        FindingRow(5, (0.1, 0.0, 0.0), 7.0, None, None, None, "ground_glass", None, 0.99, 0.999, None, 0.05),
+        FindingRow(6, (-60.0, 0.0, 0.0), 5.0, None, None, None, "solid", None, 0.9, 0.9, None),
+    ]
+    kept = {5, 6}
+    date = dt.date(2026, 1, 1)
+    assessed = StudyResult(1, date, LungRads.CAT2, "ours", (), None, None, date, (0.0, 0.0, 0.0), "none")
+
+    detail = _disagreement_detail(truth, assessed, findings, _match_truth(truth, findings, kept), kept)
+
+    assert (detail["reason"], [n["track"] for n in detail["nodules"]]) == ("ours", ["P-L1", "P-L2"])
+    measured = detail["nodules"][0]["found"]
+    assert (measured["finding"], measured["type"], measured["kept"]) == (5, "ground_glass", True)
+    assert measured["log_odds"] == round(math.log(0.99 / 0.01) + math.log(0.999 / 0.001), 2)
+    assert detail["nodules"][1]["found"] is None  # missed
+    assert [f["finding"] for f in detail["false_positives"]] == [6]

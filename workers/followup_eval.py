@@ -61,6 +61,7 @@ from screening.longitudinal import (
     StudyInput,
     StudyResult,
     follow_patient,
+    log_odds,
 )
 from screening.types import LungRads
 from synth.archive import GroundTruth, StudyTruth, generate_archive, read_ground_truth, write_ground_truth
@@ -407,19 +408,20 @@ def score(
         by_false_positive = ours == expected and _set_by_false_positive(assessed, study_hits)
         if cause:
             causes[cause] = causes.get(cause, 0) + 1
-        per_study.append(
-            {
-                "patient": truth_study.patient_id,
-                "study_index": truth_study.study_index,
-                "truth": expected,
-                "assessed": ours,
-                "true_nodules": len(truth_study.nodules),
-                "found": sum(h.finding_id is not None for h in study_hits),
-                "kept_nodules": len(kept),
-                "cause": cause,
-                "set_by_false_positive": by_false_positive,
-            }
-        )
+        row_out: dict[str, object] = {
+            "patient": truth_study.patient_id,
+            "study_index": truth_study.study_index,
+            "truth": expected,
+            "assessed": ours,
+            "true_nodules": len(truth_study.nodules),
+            "found": sum(h.finding_id is not None for h in study_hits),
+            "kept_nodules": len(kept),
+            "cause": cause,
+            "set_by_false_positive": by_false_positive,
+        }
+        if cause:
+            row_out["detail"] = _disagreement_detail(truth_study, assessed, row.findings, study_hits, kept)
+        per_study.append(row_out)
 
     tracking = _score_tracking(hits, lesion_of_finding, track_patient)
     vdt = _score_vdt(truth, hits, lesion_of_finding, lesion_vdt, track_patient, inputs)
@@ -500,6 +502,54 @@ def _match_truth(truth_study: StudyTruth, findings: Sequence[FindingRow], kept: 
         )
         for i, nodule in enumerate(truth_study.nodules)
     ]
+
+
+def _finding_detail(finding: FindingRow, kept: set[int]) -> dict[str, object]:
+    """A finding as the step read it: type, sizes (mm), the models' evidence (0 to 1, and their summed log-odds)
+    and spiculation (0 to 1), and whether it counted as a nodule."""
+    evidence = [p for p in (finding.probability, finding.score) if p is not None]
+    return {
+        "finding": finding.id,
+        "type": finding.nodule_type,
+        "diameter_mm": finding.diameter_mm,
+        "solid_component_mm": finding.solid_component_mm,
+        "probability": finding.probability,
+        "score": round(finding.score, 4),
+        "log_odds": round(sum(log_odds(p) for p in evidence), 2),
+        "spiculation": finding.spiculation,
+        "kept": finding.id in kept,
+    }
+
+
+def _disagreement_detail(
+    truth_study: StudyTruth,
+    assessed: StudyResult,
+    findings: Sequence[FindingRow],
+    hits: Sequence[_Hit],
+    kept: set[int],
+) -> dict[str, object]:
+    """What a reader needs to see why a study disagrees without the database: both reasons, each true nodule
+    with the finding that hit it (None: missed), and the kept findings that hit no true nodule."""
+    by_id = {finding.id: finding for finding in findings}
+    hit_ids = {hit.finding_id for hit in hits if hit.finding_id is not None}
+    return {
+        "reason": assessed.reason,
+        "truth_reason": truth_study.lung_rads_reason,
+        "nodules": [
+            {
+                "track": nodule.nodule_id,
+                "type": nodule.kind,
+                "diameter_mm": nodule.diameter_mm,
+                "solid_component_mm": nodule.solid_component_mm,
+                "spiculated": nodule.spiculated,
+                "juxtapleural": nodule.juxtapleural,
+                "lung_rads": nodule.lung_rads,
+                "found": None if hit.finding_id is None else _finding_detail(by_id[hit.finding_id], kept),
+            }
+            for nodule, hit in zip(truth_study.nodules, hits, strict=True)
+        ],
+        "false_positives": [_finding_detail(by_id[key], kept) for key in sorted(kept - hit_ids) if key in by_id],
+    }
 
 
 def _set_by_false_positive(assessed: StudyResult, hits: Sequence[_Hit]) -> bool:

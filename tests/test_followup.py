@@ -291,7 +291,7 @@ def test_study_inputs_and_defaults() -> None:
     assert FOLLOW_UP_DAYS[LungRads.CAT3] == 182 and FOLLOW_UP_DAYS[LungRads.CAT4A] == 91
     faint_core, assumed = measurement_from_finding(nodule_type="part_solid", diameter_mm=12.0, solid_component_mm=1.2)
     assert faint_core.nodule_type == "ground_glass" and faint_core.solid_component_mm is None
-    assert assumed == (SPICULATION_NOT_MEASURED, "solid component 1.2 mm below 2.5 mm: ground glass")
+    assert assumed == (SPICULATION_NOT_MEASURED, "solid component 1.2 mm below 3 mm: ground glass")
     criteria = NoduleCriteria(min_probability=0.5, min_diameter_mm=4.0, min_score=0.98)
     assert criteria.accepts(0.9, 4.0, 0.99) and criteria.accepts(None, 4.0, None)
     assert not criteria.accepts(0.4, 10.0, 1.0) and not criteria.accepts(None, 3.9)

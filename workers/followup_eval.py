@@ -12,6 +12,9 @@ patient, and score it against the truth:
 - **VDT**: for growing true lesions of 6 mm or more, the share whose measured VDT (from the first to the last
   observations) lies within 25 % of the true one.
 
+Each study that disagrees with the truth carries its detail in the report (both reasons, each true nodule with
+the finding that hit it, the kept false positives), so that it can be read without the database.
+
 Everything is cached in the working folder: the archive, its truth, and the SQLite database with the
 findings, so a second evaluation only re-runs the step and the scoring.
 """
